@@ -124,3 +124,24 @@ class SignalTable:
     def names(self) -> list[str]:
         """Every decoded signal name, as ``Message.Signal``."""
         return [f"{m.name}.{s}" for m in self.messages.values() for s in m.signal_names]
+
+
+def concat_signal_tables(tables) -> SignalTable:
+    """Join SignalTables decoded from consecutive chunks of one log (same database)."""
+    tables = list(tables)
+    if not tables:
+        return SignalTable()
+    if len(tables) == 1:
+        return tables[0]
+    out = SignalTable(source=tables[0].source)
+    for t in tables:
+        out.counts += t.counts
+    for name, first in tables[0].messages.items():
+        parts = [t.messages[name] for t in tables if name in t.messages]
+        out.messages[name] = MessageSignals(
+            name=name, frame_id=first.frame_id,
+            timestamps=np.concatenate([p.timestamps for p in parts]),
+            signal_names=first.signal_names,
+            values=np.concatenate([p.values for p in parts]),
+            present=np.concatenate([p.present for p in parts]))
+    return out

@@ -1,0 +1,1 @@
+"""One module per ``packbms`` subcommand (see :mod:`packbms.cli`)."""

@@ -1,0 +1,34 @@
+"""``packbms analyze LOG --dbc DBC --layout LAYOUT [--out OUT.h5]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_subparser(subparsers):
+    p = subparsers.add_parser(
+        "analyze", help="analyse a logged drive and write an HDF5 result",
+        description="Read a CAN log, decode it with the DBC, align the signals the layout names "
+                    "and write the HDF5 result; prints a summary.")
+    p.add_argument("log", help="CAN log (.blf, .asc, .log, .trc, .csv, .mf4, optionally .gz)")
+    p.add_argument("--dbc", required=True, help="CAN database (DBC, KCD, ARXML, ...)")
+    p.add_argument("--layout", required=True, help="pack layout TOML")
+    p.add_argument("--out", help="result file (default: LOG's name with .h5 in the current folder)")
+    p.add_argument("--chunk-frames", type=int, default=1_000_000,
+                   help="frames per read chunk (bounds memory; default 1000000)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..analysis import analyze
+    from ..errors import PackBMSError
+    from ..summary import telemetry_summary
+
+    if args.chunk_frames < 1:
+        raise PackBMSError(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
+    out = Path(args.out) if args.out else Path(Path(args.log).name).with_suffix(".h5")
+    a = analyze(args.log, args.dbc, args.layout, out=out, chunk_frames=args.chunk_frames)
+    if not args.quiet:
+        print(telemetry_summary(a))
+    return 0
