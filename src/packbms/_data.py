@@ -21,7 +21,14 @@ def data_dir() -> Path:
         When neither location holds the sample files.
     """
     here = Path(__file__).resolve().parent
-    for cand in (here / "data", here.parents[1] / "data"):
+    candidates = [here / "data", here.parents[1] / "data"]
+    try:
+        from importlib.resources import files
+
+        candidates.insert(0, Path(str(files("packbms.data"))))
+    except (ImportError, TypeError, ValueError):  # not installed as a package
+        pass
+    for cand in candidates:
         if all((cand / f).exists() for f in SAMPLE_FILES):
             return cand
     raise PackBMSError("the bundled sample data is missing (looked in packbms/data and the "

@@ -21,8 +21,9 @@ def telemetry_summary(a: Analysis) -> str:
     lines.append(f"log        {tel.source}")
     lines.append(f"duration   {duration / 60:.1f} min, {len(tel.time)} samples on the current's "
                  f"time base, {tel.n_cells} cells")
-    lines.append(f"frames     {dec.get('decoded', 0)} decoded, {dec.get('unknown_id', 0)} unknown ID, "
-                 f"{dec.get('too_short', 0)} too short, {dec.get('error_or_remote', 0)} error/remote")
+    lines.append(f"frames     {dec.get('decoded', 0)} decoded, {dec.get('unknown_id', 0)} with IDs "
+                 f"unknown or unused by the layout, {dec.get('too_short', 0)} too short, "
+                 f"{dec.get('error_or_remote', 0)} error/remote")
     dt = np.diff(tel.time)
     ah_out = float(np.sum(np.clip(tel.current[:-1], 0, None) * dt)) / 3600.0
     ah_in = float(np.sum(np.clip(-tel.current[:-1], 0, None) * dt)) / 3600.0

@@ -1,0 +1,117 @@
+"""Slow, obviously correct reference implementations (compared to the Numba kernels).
+
+Plain NumPy, one cell at a time, matrices written as matrices: the textbook EKF
+(Simon, *Optimal State Estimation*, 2006, eqs. 13.47-13.49, Joseph form eq. 5.19) and a
+coulomb counter, following the model documented in :mod:`packbms.kernels.ekf` and
+:mod:`packbms.kernels.coulomb`. The OCV is interpolated on the chemistry's own table (not the
+kernel's uniform grid), so the tests also check the grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def table_ocv(s, ts, tv):
+    """Piecewise-linear OCV with linear extrapolation by the end segments."""
+    j = int(np.clip(np.searchsorted(ts, s, side="right") - 1, 0, len(ts) - 2))
+    return tv[j] + (tv[j + 1] - tv[j]) / (ts[j + 1] - ts[j]) * (s - ts[j])
+
+
+def table_slope(s, ts, tv):
+    """Slope of the segment holding ``s`` (segment to the right at a knot)."""
+    j = int(np.clip(np.searchsorted(ts, s, side="right") - 1, 0, len(ts) - 2))
+    return (tv[j + 1] - tv[j]) / (ts[j + 1] - ts[j])
+
+
+def ekf_noise(cfg) -> dict:
+    """The kernel's noise numbers from an :class:`packbms.soc.EKFConfig` (their definition)."""
+    return dict(q_noise_a2=cfg.current_noise_a ** 2, q_offset_a2=cfg.current_offset_a ** 2,
+                q_cap_rel2=cfg.capacity_error ** 2, q_rc_rel2=cfg.resistance_error ** 2,
+                r_meas_v2=cfg.voltage_noise_v ** 2 + cfg.voltage_resolution_v ** 2 / 12.0,
+                r_res_rel2=cfg.resistance_error ** 2, load_tau_s=cfg.polarisation_memory_s,
+                max_hold_s=cfg.max_hold_s, update_on_change=cfg.update_on_change)
+
+
+def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta, ts, tv,
+              noise: dict, x0, P0, *, r_factor=None, t_last=float("nan"),
+              i_last=float("nan"), load0=float("nan"), v_last=None):
+    """Run the EKF cell by cell. Returns ``(soc [T,S], std [T,S], x [S,2], P [S,2,2])``."""
+    n_t, n_s = volt.shape
+    f = np.ones(n_t) if r_factor is None else np.asarray(r_factor, float)
+    soc_out = np.empty((n_t, n_s))
+    std_out = np.empty((n_t, n_s))
+    x_out = np.empty((n_s, 2))
+    p_out = np.empty((n_s, 2, 2))
+    q_as_all = 1.0 / (3600.0 * np.asarray(capacity_ah, float))
+    for c in range(n_s):
+        x = np.array(x0[c], dtype=float)
+        P = np.array(P0[c], dtype=float)
+        vl = np.nan if v_last is None else v_last[c]
+        tp, ip = t_last, i_last
+        load = load0 if load0 == load0 else abs(current_a[0])
+        cap = capacity_ah[c]
+        q_as = q_as_all[c]
+        for k in range(n_t):
+            # -- time step from the previous row, its current held for at most max_hold_s
+            if tp == tp:
+                dt = max(time_s[k] - tp, 0.0)
+            else:
+                dt, ip = 0.0, 0.0
+            h = min(dt, noise["max_hold_s"])
+            if dt > 0:
+                a = math.exp(-dt / tau1_s[c])
+                b = math.exp(-(dt - h) / tau1_s[c])
+                i = ip
+                i_eff = i * eta[c] if i < 0 else i
+                g = r1_ohm[c] * f[k] * i * (b - a)
+                x = np.array([x[0] - i_eff * h * q_as, a * x[1] + g])
+                F = np.array([[1.0, 0.0], [0.0, a]])
+                Q = np.diag([(h * q_as) ** 2 * (noise["q_noise_a2"] + noise["q_cap_rel2"] * i * i)
+                             + noise["q_offset_a2"] * dt / (3600.0 * cap * cap),
+                             noise["q_rc_rel2"] * g * g])
+                P = F @ P @ F.T + Q
+            w = math.exp(-dt / noise["load_tau_s"])
+            load = w * load + (1 - w) * abs(ip)
+            # -- measurement update
+            v = volt[k, c]
+            if np.isfinite(v) and (not noise["update_on_change"] or v != vl):
+                ik = current_a[k]
+                r0k = r0_ohm[c] * f[k]
+                slope = table_slope(x[0], ts, tv)
+                H = np.array([[slope, -1.0]])
+                R = noise["r_meas_v2"] + noise["r_res_rel2"] * ((r0k * ik) ** 2
+                                                                + (r1_ohm[c] * f[k] * load) ** 2)
+                S = (H @ P @ H.T)[0, 0] + R
+                K = (P @ H.T) / S
+                innov = v - (table_ocv(x[0], ts, tv) - r0k * ik - x[1])
+                x = x + K[:, 0] * innov
+                A = np.eye(2) - K @ H
+                P = A @ P @ A.T + R * (K @ K.T)
+                P = 0.5 * (P + P.T)
+                vl = v
+            soc_out[k, c] = min(1.0, max(0.0, x[0]))
+            pol = noise["r_res_rel2"] * (r1_ohm[c] * f[k] * load) ** 2
+            std_out[k, c] = math.sqrt(P[0, 0] + pol / table_slope(x[0], ts, tv) ** 2)
+            tp, ip = time_s[k], current_a[k]
+        x_out[c] = x
+        p_out[c] = P
+    return soc_out, std_out, x_out, p_out
+
+
+def naive_coulomb(time_s, current_a, capacity_ah, eta, soc0, max_hold_s=1.0):
+    """Plain coulomb counting (no rests): SoC [T, S] before clipping."""
+    n_t = len(time_s)
+    soc = np.empty((n_t, len(capacity_ah)))
+    s = np.array(soc0, dtype=float)
+    for k in range(n_t):
+        if k > 0:
+            dt = time_s[k] - time_s[k - 1]
+            h = min(dt, max_hold_s)
+            i = current_a[k - 1]
+            i_eff = i * np.asarray(eta) if i < 0 else i * np.ones(len(capacity_ah))
+            s = s - i_eff * h / (3600.0 * np.asarray(capacity_ah))
+        soc[k] = s
+    return soc

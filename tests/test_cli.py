@@ -1,0 +1,126 @@
+"""The packbms command end to end: analyze on the bundled drive, errors, help."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from packbms import store
+from packbms._data import data_dir
+from packbms.cli import main
+from packbms.simulate import load_truth
+
+DATA = data_dir()
+ARGS = [str(DATA / "drive_96s.blf"), "--dbc", str(DATA / "pack96.dbc"), "--layout",
+        str(DATA / "pack96.toml")]
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "x.h5"
+    assert main(["analyze", *ARGS, "--out", str(out), "--quiet"]) == 0
+    return store.load(out)
+
+
+def test_analyze_writes_schema(analyzed):
+    res = analyzed
+    T = len(res["/time"])
+    assert res["/pack/current"].shape == (T,)
+    assert res["/cells/voltage"].shape == (T, 96)
+    assert T >= 20 * 60 * 50                          # >= 20 min at the current's rate
+    assert res.attrs["source_sha256"] and res.attrs["dbc_sha256"] and "[pack]" in res.attrs["layout"]
+    assert np.isfinite(res.dataset_attrs["/time"]["t0_unix"])
+
+
+def test_analyze_matches_truth(analyzed):
+    """Aligned cell voltages equal the simulator's truth within quantisation, noise and hold."""
+    res = analyzed
+    truth = load_truth(DATA / "drive_96s.truth.h5")
+    t0 = res.dataset_attrs["/time"]["t0_unix"]
+    t_rel = truth.time_s - (t0 - truth.t0_unix)
+    ok_t = (t_rel >= 1.0) & (t_rel <= res["/time"][-1])
+    idx = np.searchsorted(res["/time"], t_rel[ok_t], side="right") - 1
+    err = res["/cells/voltage"][idx] - truth.voltage_v[ok_t]
+    assert np.isfinite(err).mean() > 0.999
+    err = err[np.isfinite(err)]
+    assert np.sqrt(np.mean(err ** 2)) < 3e-3         # noise ~1-2 mV + 1 mV steps + hold delay
+    # at rest the hold delay does not matter: only noise and quantisation remain
+    rest = np.zeros(ok_t.sum(), bool)
+    for a, b in truth.rest_windows(min_s=300):
+        rest |= (truth.time_s[ok_t] > a + 60) & (truth.time_s[ok_t] < b)
+    rest_err = (res["/cells/voltage"][idx] - truth.voltage_v[ok_t])[rest]
+    assert rest.any() and np.abs(rest_err).max() < 10e-3
+    assert np.sqrt(np.mean(rest_err ** 2)) < 2.5e-3
+    # the pack current flips to discharge-positive and follows the truth
+    cur_err = res["/pack/current"][idx] - truth.current_a[ok_t]
+    assert np.median(np.abs(cur_err)) < 1.0
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "packbms", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_user_error_is_one_line_exit_2(tmp_path):
+    r = run_cli("analyze", str(tmp_path / "missing.blf"), "--dbc", str(DATA / "pack96.dbc"),
+                "--layout", str(DATA / "pack96.toml"), "--out", str(tmp_path / "o.h5"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and "missing.blf" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = run_cli("--debug", "analyze", str(tmp_path / "missing.blf"), "--dbc",
+                str(DATA / "pack96.dbc"), "--layout", str(DATA / "pack96.toml"))
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_layout_naming_missing_signal(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((DATA / "pack96.toml").read_text().replace('"BMS_PackCurrent"',
+                                                              '"BMS_PackCurent"'))
+    assert main(["analyze", ARGS[0], "--dbc", ARGS[2], "--layout", str(bad),
+                 "--out", str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "BMS_PackCurent" in err and "BMS_PackCurrent" in err and str(bad) in err
+
+
+def test_log_without_current_frames(tmp_path, capsys):
+    from packbms.io import read_log, write_log
+    frames = read_log(DATA / "drive_96s.blf")
+    keep = frames.take(slice(0, 20000))
+    from packbms.dbc import compile_database, load_database
+    cdb = compile_database(load_database(DATA / "pack96.dbc"))
+    cur_id = cdb.database.get_message_by_name(
+        next(m.name for m in cdb.database.messages
+             if any(s.name == "BMS_PackCurrent" for s in m.signals))).frame_id
+    log = tmp_path / "nocurrent.blf"
+    write_log(log, keep.take(keep.arbitration_id != cur_id))
+    assert main(["analyze", str(log), "--dbc", ARGS[2], "--layout", ARGS[4],
+                 "--out", str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "nocurrent.blf" in err and "no frame carries the current signal" in err
+
+
+def test_bad_dbc(tmp_path, capsys):
+    bad = tmp_path / "bad.dbc"
+    bad.write_text("BO_ this is not a dbc\n")
+    assert main(["analyze", ARGS[0], "--dbc", str(bad), "--layout", ARGS[4],
+                 "--out", str(tmp_path / "o.h5")]) == 2
+    assert "bad.dbc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", ["analyze", "simulate", "demo"])
+def test_help_everywhere(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: packbms " + cmd in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("packbms ")
