@@ -73,9 +73,12 @@ def test_real_dbc_loads_compiles_and_decodes_like_cantools(path):
     assert len(cdb) == len(keys) and len(set(cdb.names)) == len(cdb)
     assert cdb.sig_stop[-1] == sum(len(m.signals) for m in cdb.cantools_messages)
     stream = synth_stream(cdb, np.random.default_rng(len(path.name)))
-    table = decode(table_of(stream), cdb)
-    assert table.counts.decoded > 0
-    assert_decodes_like_cantools(cdb, stream, table)
+    auto = cdb.msg_dense.copy()
+    for dense in (auto, True, False):      # the chosen kernels, then each one for everything
+        cdb.msg_dense[:] = dense
+        table = decode(table_of(stream), cdb)
+        assert table.counts.decoded > 0
+        assert_decodes_like_cantools(cdb, stream, table)
 
 
 def test_model3_strict_load_fails_cleanly_and_non_strict_works():

@@ -97,7 +97,7 @@ class RoundTrip:
             e.is_remote[e.is_fd & (e.dlc == 0)] = True
         return e
 
-    max_examples = 25
+    max_examples = 50
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -108,7 +108,7 @@ class TestBlfRoundTrip(RoundTrip):
     suffix = ".blf"
     ts_tol = 6e-10                  # nanosecond offsets: within 0.5 ns
     ts_tol_absolute = 0.0           # Unix times come back bit for bit
-    max_examples = 60
+    max_examples = 100
 
 
 class TestAscRoundTrip(RoundTrip):
@@ -143,7 +143,7 @@ class TestMf4RoundTrip(RoundTrip):
     suffix = ".mf4"
     strategy = {"max_size": 25}
     ts_tol = ts_tol_absolute = 1e-6
-    max_examples = 6
+    max_examples = 10
 
 
 @pytest.mark.parametrize("suffix", [".asc.gz", ".log.gz", ".csv.gz", ".trc.gz"])

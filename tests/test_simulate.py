@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import segment_plans
 
 from packbms import PackBMSError, StorageError
 from packbms.dbc import compile_database, decode
@@ -78,6 +81,24 @@ def test_profile_segments_and_c_rates():
                                   capacity_ah=cap, seed=3).current_a)
     assert not np.array_equal(p.current_a, make_profile(duration_s=1800, rest_s=600,
                                                         initial_rest_s=60, seed=4).current_a)
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=segment_plans(), seed=st.integers(0, 2**32 - 1), cap=st.floats(5.0, 200.0))
+def test_any_plan_gives_a_bounded_continuous_profile(plan, seed, cap):
+    p = make_profile(plan, capacity_ah=cap, dt_s=0.01, seed=seed)
+    assert p.current_a.size == sum(int(round(s / 0.01)) for _, s in plan)
+    assert [g.kind for g in p.segments] == [k for k, _ in plan]
+    assert p.segments[-1].end_s == pytest.approx(p.duration_s)
+    i = p.current_a
+    assert np.isfinite(i).all()
+    assert i.min() >= -1.0 * cap - 1e-9 and i.max() <= 1.5 * cap + 1e-9
+    codes = p.segment_codes()
+    assert np.all(i[codes == SEGMENT_KINDS.index("rest")] == 0.0)
+    assert np.all(i[codes == SEGMENT_KINDS.index("charge")] <= 0.0)
+    # continuous: segments start and end at 0 A, and inside them the current changes by at
+    # most the full swing (2.5 C) per second
+    assert np.abs(np.diff(i)).max() <= 2.5 * cap * 0.01 + 1e-9
 
 
 def test_parse_segments_errors():
@@ -418,9 +439,12 @@ def test_load_truth_errors(tmp_path):
         load_truth(tmp_path / "other.h5")
 
 
-@pytest.mark.parametrize("suffix", ["blf", "asc", "log", "trc", "csv"])
+@pytest.mark.parametrize("suffix", ["blf", "asc", "log", "trc", "csv", "mf4"])
 def test_write_simulation_formats_read_back(suffix, tmp_path):
     import can
+
+    if suffix == "mf4":
+        pytest.importorskip("asammdf")
 
     r = simulate_pack(SimConfig(cells=6, segments="rest:1,urban:2"), seed=9)
     paths = write_simulation(r, tmp_path / f"drive.{suffix}", tmp_path / "drive.h5",
@@ -433,7 +457,7 @@ def test_write_simulation_formats_read_back(suffix, tmp_path):
     data = [bytes(m.data) for m in msgs]
     assert data == [bytes(r.frames.data[k, : r.frames.dlc[k]]) for k in range(len(r.frames))]
     ts = np.array([m.timestamp for m in msgs])
-    if suffix in ("blf", "log"):          # absolute time to 1 us or better
+    if suffix in ("blf", "log", "mf4"):   # absolute time to 1 us or better
         np.testing.assert_allclose(ts, r.frames.timestamp, atol=2e-6)
     elif suffix == "asc":                 # python-can reads ASC times relative to the start
         np.testing.assert_allclose(ts - ts[0], r.frames.timestamp - r.frames.timestamp[0],
@@ -477,6 +501,19 @@ def test_cli_bad_option_values_are_usage_errors(tmp_path, argv, match, capsys):
         _parse(["--out", str(tmp_path / "x.blf"), "--cells", "12", *argv])
     assert e.value.code == 2
     assert match in capsys.readouterr().err
+
+
+def test_unwritable_outputs_fail_before_simulating(tmp_path):
+    r_cfg = ["--cells", "3", "--profile", "rest:1"]
+    for argv, match in (
+            (["--out", str(tmp_path / "x.mp4")], "x.mp4"),
+            (["--out", str(tmp_path / "nope" / "x.blf")], "does not exist"),
+            (["--out", str(tmp_path / "x.blf"), "--truth", str(tmp_path / "no" / "t.h5")],
+             "does not exist")):
+        args = _parse([*argv, *r_cfg])
+        with pytest.raises(PackBMSError, match=match):
+            args.run(args)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv, match", [

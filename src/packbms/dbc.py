@@ -24,8 +24,9 @@ Conventions
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+import sys
+from collections import deque
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -126,8 +127,21 @@ class CompiledDatabase:
     sig_mux_first, sig_mux_stop : int64 [S]
         Slice of ``mux_values`` (sorted raw values of the parent selecting the signal).
     mux_values : int64 [V]
-    sig_byte0, sig_nbytes, sig_shift, sig_end_byte : int64 [S]
-        Derived byte span used by the kernels (see :mod:`packbms.kernels.codec`).
+    sig_end_byte : int64 [S]
+        Bytes a frame needs to carry the signal.
+    root_signal, msg_root_first, msg_root_stop, sig_edge_first, sig_edge_stop, edge_value,
+    edge_child : int64 arrays
+        The multiplexer tree as the sparse kernel walks it (see :mod:`packbms.kernels.codec`).
+    eval_signal, sig_slot, msg_slots : int64 arrays
+        For the dense kernel: each message's signals with multiplexers before the signals
+        under them, and a scratch column per multiplexer.
+    msg_dense : bool [M]
+        Which decode kernel handles each message: dense (signal by signal over all rows) when a
+        frame is expected to carry at least ~30 % of the message's signals, sparse (frame by
+        frame, present signals only) otherwise, e.g. foxbms' 433-signal f_CellVoltages. Both
+        give identical results; the choice only affects speed.
+    lookup_masks, lookup_group_first, lookup_keys, lookup_message : arrays
+        Sorted ``(is_extended, id & mask)`` keys per distinct mask, for the id lookup kernel.
     """
 
     def __init__(self, database, cantools_messages, names, match_mask):
@@ -195,13 +209,7 @@ class CompiledDatabase:
         self.sig_mux_stop = np.array(sig_cols["mux_stop"], np.int64)
         self.mux_values = np.array(mux_values, np.int64)
 
-        off = np.where(self.sig_big_endian, self.sig_start % 8, self.sig_start % 8)
-        self.sig_byte0 = self.sig_start // 8
-        self.sig_nbytes = (off + self.sig_length + 7) // 8
-        self.sig_end_byte = self.sig_byte0 + self.sig_nbytes
-        # Intel: LSB sits `off` bits up; Motorola: LSB sits at the end of the big-endian span
-        self.sig_shift = np.where(self.sig_big_endian, 8 * self.sig_nbytes - off - self.sig_length,
-                                  off).astype(np.int64)
+        self.sig_end_byte = (self.sig_start + self.sig_length + 7) // 8
 
         need = np.array([max([int(self.length[i])] +
                              [int(e) for e in self.sig_end_byte[first[i]:stop[i]]])
@@ -238,6 +246,48 @@ class CompiledDatabase:
         parents = np.array([e[0] for e in edges], np.int64)
         self.sig_edge_first = np.searchsorted(parents, np.arange(n_sig), "left").astype(np.int64)
         self.sig_edge_stop = np.searchsorted(parents, np.arange(n_sig), "right").astype(np.int64)
+
+        # dense decoding (signal by signal): parents first; each multiplexer gets a scratch slot
+        eval_signal = np.empty(n_sig, np.int64)
+        self.sig_slot = np.full(n_sig, -1, np.int64)
+        slots, dense = [], []
+        for m in range(len(self.names)):
+            first, stop = int(self.sig_first[m]), int(self.sig_stop[m])
+            queue = deque(int(x) for x in roots[root_first[m]:root_stop[m]])
+            seen: list[int] = []
+            n_slots = 0
+            while queue:
+                sig = queue.popleft()
+                seen.append(sig)
+                children = sorted({int(c) for c in self.edge_child[
+                    self.sig_edge_first[sig]:self.sig_edge_stop[sig]]})
+                if children:
+                    self.sig_slot[sig] = n_slots
+                    n_slots += 1
+                queue.extend(children)
+            reached = set(seen)
+            rest = [x for x in range(first, stop) if x not in reached]
+            eval_signal[first:stop] = seen + rest
+            slots.append(n_slots)
+            dense.append(self._density(m, roots[root_first[m]:root_stop[m]]) >= 0.3)
+        self.eval_signal = eval_signal
+        self.msg_slots = np.array(slots, np.int64)
+        #: which kernel decodes each message: dense (signal by signal) when a frame carries at
+        #: least ~30 % of the message's signals, else sparse (frame by frame, present only)
+        self.msg_dense = np.array(dense, bool)
+
+    def _density(self, m: int, roots) -> float:
+        """Expected fraction of message ``m``'s signals present in one frame."""
+        first, stop = int(self.sig_first[m]), int(self.sig_stop[m])
+        if stop == first:
+            return 1.0
+        expected = float(len(roots))
+        for sig in range(first, stop):
+            e0, e1 = int(self.sig_edge_first[sig]), int(self.sig_edge_stop[sig])
+            if e1 > e0:
+                # each selector value is equally likely: edges per distinct value
+                expected += (e1 - e0) / len(set(self.edge_value[e0:e1].tolist()))
+        return expected / (stop - first)
 
     # -- lookup ---------------------------------------------------------------------------
     def _build_lookup(self) -> None:
@@ -451,6 +501,16 @@ def compile_database(db_or_path, messages: Iterable | None = None, *,
     return CompiledDatabase(db, kept, names, masks)
 
 
+_BIG_ENDIAN_HOST = sys.byteorder != "little"
+
+
+def _words(data: np.ndarray) -> np.ndarray:
+    """The payload rows as little-endian uint64 words (a view on little-endian hosts)."""
+    if _BIG_ENDIAN_HOST:
+        return data.view("<u8").astype(np.uint64)
+    return data.view(np.uint64)
+
+
 def _as_compiled(cdb) -> CompiledDatabase:
     if isinstance(cdb, CompiledDatabase):
         return cdb
@@ -461,9 +521,11 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
            messages: Iterable[str] | None = None) -> SignalTable:
     """Decode every frame of a table into physical signal values.
 
-    Two kernel calls: one finds each frame's message (binary search over sorted ids), one
-    extracts all signals of all frames (Intel and Motorola byte order, signed, IEEE float32 and
-    float64, scale and offset, simple and extended multiplexing, payloads up to 64 bytes).
+    A few kernel calls: one finds each frame's message (binary search over sorted ids), then
+    one decodes, signal by signal, the messages whose frames carry most of their signals and
+    one, frame by frame, the sparsely multiplexed ones (see ``CompiledDatabase.msg_dense``).
+    Together they handle Intel and Motorola byte order, signed, IEEE float32 and float64,
+    scale and offset, simple and extended multiplexing, payloads up to 64 bytes.
 
     Parameters
     ----------
@@ -539,17 +601,33 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
     value_offset = np.zeros(n_msg + 1, np.int64)
     np.cumsum(msg_count * k, out=value_offset[1:])
     ts_out = np.empty(int(row_offset[-1]), np.float64)
-    values_out = np.full(int(value_offset[-1]), np.nan)
-    present_out = np.zeros(int(value_offset[-1]), bool)
+    values_out = np.empty(int(value_offset[-1]), np.float64)
+    present_out = np.empty(int(value_offset[-1]), bool)
     if counts[0]:
-        _codec.decode_frames(data, frames.dlc, frames.timestamp, frame_msg, frame_row,
-                             cdb.sig_first, cdb.sig_stop, cdb.msg_root_first, cdb.msg_root_stop,
-                             cdb.root_signal, row_offset, value_offset,
-                             cdb.sig_byte0, cdb.sig_nbytes, cdb.sig_shift, cdb.sig_length,
-                             cdb.sig_big_endian, cdb.sig_signed, cdb.sig_float, cdb.sig_scale,
-                             cdb.sig_offset, cdb.sig_end_byte, cdb.sig_edge_first,
-                             cdb.sig_edge_stop, cdb.edge_value, cdb.edge_child,
-                             ts_out, values_out, present_out)
+        words = _words(data)
+        busy = msg_count > 0
+        if (busy & cdb.msg_dense).any():
+            _codec.decode_dense(words, frames.dlc, frames.timestamp, frame_msg, frame_row,
+                                cdb.msg_dense, cdb.sig_first, cdb.sig_stop, row_offset,
+                                value_offset, cdb.msg_slots, cdb.eval_signal, cdb.sig_start,
+                                cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed,
+                                cdb.sig_float, cdb.sig_scale, cdb.sig_offset, cdb.sig_end_byte,
+                                cdb.sig_parent, cdb.sig_slot, cdb.sig_mux_first,
+                                cdb.sig_mux_stop, cdb.mux_values, ts_out, values_out,
+                                present_out)
+        sparse = np.flatnonzero(busy & ~cdb.msg_dense)
+        if sparse.size:
+            for m in sparse:    # the sparse kernel writes present signals only
+                values_out[value_offset[m]:value_offset[m + 1]] = np.nan
+                present_out[value_offset[m]:value_offset[m + 1]] = False
+            _codec.decode_sparse(words, frames.dlc, frames.timestamp, frame_msg, frame_row,
+                                 cdb.msg_dense, cdb.sig_first, cdb.sig_stop, cdb.msg_root_first,
+                                 cdb.msg_root_stop, cdb.root_signal, row_offset, value_offset,
+                                 cdb.sig_start, cdb.sig_length, cdb.sig_big_endian,
+                                 cdb.sig_signed, cdb.sig_float, cdb.sig_scale, cdb.sig_offset,
+                                 cdb.sig_end_byte, cdb.sig_edge_first, cdb.sig_edge_stop,
+                                 cdb.edge_value, cdb.edge_child, ts_out, values_out,
+                                 present_out)
 
     out = {}
     for m in np.flatnonzero(enabled):
@@ -595,14 +673,15 @@ def encode(cdb: CompiledDatabase, message, timestamps, values: Mapping[str, obje
         (raising otherwise when signals under it are given); on each row only the signals
         whose multiplexer condition holds are written, so the others may hold anything (NaN).
     channel : int
-        Channel index stored in the table.
+        Channel index stored in the table (kept to 8 bits, as FrameTable does).
 
     Returns
     -------
     FrameTable
-        N frames with the message's id and id kind, ``dlc`` = the message length (rounded up
-        to a valid CAN FD length above 8 bytes), ``is_fd`` when the database says so or the
-        payload exceeds 8 bytes, width 64 above 8 bytes. Unused bits are 0.
+        N frames with the message's id and id kind, ``dlc`` = the message length (widened to
+        cover a signal the DBC places beyond it, rounded up to a valid CAN FD length above 8
+        bytes: ``cdb.encoded_length``), ``is_fd`` when the database says so or the payload
+        exceeds 8 bytes, width 64 above 8 bytes. Unused bits are 0.
 
     Raises
     ------
@@ -642,7 +721,7 @@ def encode(cdb: CompiledDatabase, message, timestamps, values: Mapping[str, obje
         raise DatabaseError(f"message {name!r} has no signal {unknown[0]!r}; best matches are "
                             f"{closest_names(str(unknown[0]), names)}")
     given = [j for j, sig in enumerate(names) if sig in values]
-    phys = np.empty((n, len(given)), np.float64)
+    phys = np.empty((len(given), n), np.float64)
     column = np.full(k, -1, np.int64)
     for c, j in enumerate(given):
         sig = names[j]
@@ -651,7 +730,7 @@ def encode(cdb: CompiledDatabase, message, timestamps, values: Mapping[str, obje
             got = v.shape[0] if v.ndim == 1 else v.shape
             raise DatabaseError(f"message {name!r} signal {sig!r}: got {got} values for {n} "
                                 f"timestamps; give one per frame or a scalar")
-        phys[:, c] = v
+        phys[c] = v
         column[j] = c
     for j, sig in enumerate(names):
         s = first + j
@@ -667,16 +746,21 @@ def encode(cdb: CompiledDatabase, message, timestamps, values: Mapping[str, obje
     data = np.zeros((n, width), np.uint8)
     error = np.zeros(3, np.int64)
     if n and k:
+        words = data.view(np.uint64)   # native little-endian: written in place
+        if _BIG_ENDIAN_HOST:
+            words = np.zeros_like(words)
         _codec.encode_frames(phys, column, first, k, int(cdb.msg_root_first[m]),
-                             int(cdb.msg_root_stop[m]), cdb.root_signal, cdb.sig_byte0,
-                             cdb.sig_nbytes, cdb.sig_shift, cdb.sig_length, cdb.sig_big_endian,
+                             int(cdb.msg_root_stop[m]), cdb.root_signal, cdb.sig_start,
+                             cdb.sig_length, cdb.sig_big_endian,
                              cdb.sig_signed, cdb.sig_float, cdb.sig_scale, cdb.sig_offset,
                              cdb.sig_edge_first, cdb.sig_edge_stop, cdb.edge_value,
-                             cdb.edge_child, data, error)
+                             cdb.edge_child, words, error)
+        if _BIG_ENDIAN_HOST:
+            data[:] = words.astype("<u8").view(np.uint8).reshape(data.shape)
     if error[2] != _codec.ENC_OK:
         row, j, code = (int(x) for x in error)
         s = first + j
-        x = phys[row, column[j]]
+        x = float(phys[column[j], row])
         length = int(cdb.sig_length[s])
         if code == _codec.ENC_OUT_OF_RANGE:
             if cdb.sig_signed[s]:
@@ -699,7 +783,7 @@ def encode(cdb: CompiledDatabase, message, timestamps, values: Mapping[str, obje
         is_fd=np.full(n, is_fd, bool),
         is_error=np.zeros(n, bool),
         dlc=np.full(n, n_bytes, np.uint8),
-        channel=np.full(n, channel, np.uint8),
+        channel=np.full(n, int(channel) & 0xFF, np.uint8),
         data=data,
         is_remote=np.zeros(n, bool),
     )

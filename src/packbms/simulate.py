@@ -58,6 +58,7 @@ from .kernels.ecm import simulate_ecm
 __all__ = [
     "SimConfig", "SimResult", "Truth", "Profile", "Segment", "SEGMENT_KINDS", "simulate_pack",
     "make_profile", "parse_segments", "default_segments", "draw_cells", "write_simulation",
+    "check_output_paths",
     "write_truth", "load_truth", "make_dbc_text", "make_layout_text", "DEFAULT_T0_UNIX",
     "CELLS_PER_VOLTAGE_FRAME", "SENSORS_PER_TEMPERATURE_FRAME", "FLAGS_PER_BALANCING_FRAME",
 ]
@@ -1336,6 +1337,26 @@ def load_truth(path) -> Truth:
             seed=int(f.attrs["seed"]), config=json.loads(f.attrs["config"]))
 
 
+def check_output_paths(log_path, truth_path=None, dbc_path=None, layout_path=None) -> None:
+    """Fail early (before a long simulation) when an output cannot be written.
+
+    Raises
+    ------
+    PackBMSError
+        The log suffix is not a format :func:`packbms.io.write_log` writes, or a folder does not
+        exist.
+    """
+    from .io import WRITE_SUFFIXES
+
+    name = Path(log_path).name.lower()
+    if not any(name.endswith(s) for s in WRITE_SUFFIXES):
+        raise PackBMSError(f"{log_path}: cannot write this log format; the suffix must be one of "
+                           f"{', '.join(WRITE_SUFFIXES)}")
+    for p in (log_path, truth_path, dbc_path, layout_path):
+        if p is not None and not Path(p).resolve().parent.is_dir():
+            raise PackBMSError(f"{p}: folder {str(Path(p).parent)!r} does not exist")
+
+
 def write_simulation(result: SimResult, log_path, truth_path=None, *, dbc_path=None,
                      layout_path=None) -> dict:
     """Write a simulated drive: the CAN log, and optionally its truth, database and layout.
@@ -1364,6 +1385,7 @@ def write_simulation(result: SimResult, log_path, truth_path=None, *, dbc_path=N
     """
     from .io import write_log
 
+    check_output_paths(log_path, truth_path, dbc_path, layout_path)
     out = {"log": Path(log_path), "truth": None, "dbc": None, "layout": None}
     write_log(log_path, result.frames)
     if truth_path is not None:

@@ -146,9 +146,10 @@ def config_from_args(args):
 def run(args) -> int:
     import time
 
-    from ..simulate import simulate_pack, write_simulation
+    from ..simulate import check_output_paths, simulate_pack, write_simulation
 
     t = time.perf_counter()
+    check_output_paths(args.out, args.truth, args.dbc_out, args.layout_out)
     cfg = config_from_args(args)
     result = simulate_pack(cfg, seed=args.seed)
     paths = write_simulation(result, args.out, args.truth, dbc_path=args.dbc_out,

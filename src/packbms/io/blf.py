@@ -15,13 +15,11 @@ Writer
 Python loop), cuts the object stream into containers of at most 128 KiB at object boundaries and
 compresses them with zlib (level 1 by default, two threads). Frame objects:
 
-===================== ======================================================================
-``CAN_MESSAGE`` (1)    classic data and remote frames with ``dlc <= 8``
-``CAN_FD_MESSAGE_64``  frames with ``is_fd`` or ``dlc > 8`` (101); the EDL flag is set only
-                       for ``is_fd`` frames; BRS and ESI are not kept by FrameTable, so 0
-``CAN_ERROR_EXT`` (73) error frames: channel, identifier, extended flag, dlc and up to 8 data
-                       bytes, as python-can's writer does (``is_fd`` of an error frame is lost)
-===================== ======================================================================
+- ``CAN_MESSAGE`` (type 1): classic data and remote frames with ``dlc <= 8``;
+- ``CAN_FD_MESSAGE_64`` (type 101): frames with ``is_fd`` or ``dlc > 8``; the EDL flag is set
+  only for ``is_fd`` frames; BRS and ESI are not kept by FrameTable, so they are 0;
+- ``CAN_ERROR_EXT`` (type 73): error frames with channel, identifier, extended flag, dlc and up
+  to 8 data bytes, as python-can's writer does (``is_fd`` of an error frame is not kept).
 
 Channel: FrameTable's 0-based ``channel`` is written as ``channel + 1`` (BLF numbers channels from
 1; python-can's reader subtracts 1 again).
@@ -51,7 +49,8 @@ import numpy as np
 from ..errors import LogFormatError
 from .frames import FrameTable
 
-__all__ = ["write_blf", "read_blf_header", "iter_blf_objects", "BlfHeader", "BlfObject"]
+__all__ = ["write_blf", "read_blf_header", "iter_blf_objects", "decompress_container", "BlfHeader",
+           "BlfObject"]
 
 # -- layouts ----------------------------------------------------------------------------------
 # signature, header size, application id/major/minor/build, binlog major/minor/build/patch,
@@ -423,8 +422,10 @@ def write_blf(f: BinaryIO, frames: FrameTable, *, compression_level: int = 1, pa
     >>> import io
     >>> from packbms.io.frames import FrameTable
     >>> buf = io.BytesIO()
-    >>> write_blf(buf, FrameTable.empty(2))
+    >>> write_blf(buf, FrameTable.empty(0))      # the 144-byte header alone
     144
+    >>> write_blf(io.BytesIO(), FrameTable.empty(1000)) < 2000   # zeros compress well
+    True
     """
     if not 0 <= compression_level <= 9:
         raise ValueError(f"compression_level must be 0..9, got {compression_level}")

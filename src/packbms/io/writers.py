@@ -30,6 +30,7 @@ rather than drop them silently. Text formats and MF4 need timestamps that never 
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import os
@@ -111,12 +112,19 @@ def _write_python_can(fh, frames: FrameTable, suffix: str, gz: bool, shown: str)
         writer = cls(_NamedText(stream, shown, encoding="utf-8", newline="\n"))
     try:
         for lo in range(0, len(frames), _BATCH):
-            msgs = frames.take(slice(lo, lo + _BATCH)).to_messages()
-            if suffix == ".mf4":
-                for m in msgs:          # ASAM BusChannel counts from 1; FrameTable from 0
-                    m.channel += 1
-            for m in msgs:
-                writer.on_message_received(m)
+            gc_was_enabled = gc.isenabled()
+            gc.disable()                # see readers._chunks: batches of Messages hold no cycles
+            try:
+                msgs = frames.take(slice(lo, lo + _BATCH)).to_messages()
+                if suffix == ".mf4":
+                    for m in msgs:      # ASAM BusChannel counts from 1; FrameTable from 0
+                        m.channel += 1
+                for m in msgs:
+                    writer.on_message_received(m)
+                del msgs
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
     finally:
         writer.stop()
 
@@ -178,7 +186,8 @@ def write_log(path, frames: FrameTable, *, compression_level: int = 1) -> Path:
                 write_blf(fh, frames, compression_level=compression_level, path=shown)
             else:
                 _write_python_can(fh, frames, suffix, gz, shown)
-        fd = os.open(tmp, os.O_RDONLY)      # the writers close the file: sync it through a new fd
+        # the writers close the file: sync it to disk through a new descriptor before the rename
+        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
             os.fsync(fd)
         finally:

@@ -9,19 +9,30 @@ positions are normalised so a kernel never thinks in DBC "sawtooth" numbering:
   (payload read as one big-endian bit stream, MSB of byte 0 = 0), i.e. cantools'
   ``utils.start_bit``.
 
-From that, each signal covers ``nbytes`` bytes from ``byte0`` (at most 9: a 64-bit field that
-does not start on a byte boundary), and ``shift`` is where its LSB sits in the integer made of
-those bytes (little-endian integer for Intel, big-endian for Motorola).
+Payloads are read and written as 64-bit little-endian words (a zero-copy ``uint64`` view of
+the ``uint8`` rows, whose width is 8 or 64): a field starting at bit ``start`` lies in word
+``start // 64`` from bit ``start % 64``, spilling into the next word when longer than the rest
+of it. Motorola fields are read from the byte-swapped (big-endian) words.
 
-Multiplexing (simple and extended) is a tree walked from each message's root signals
-(``root_signal[root_first:root_stop]``): a multiplexer ``s`` owns the edges
-``sig_edge_first[s]:sig_edge_stop[s]``, sorted by ``edge_value``, and a frame whose multiplexer
-raw value is ``v`` visits the ``edge_child`` of every edge with value ``v`` (a child listed
-under several values has one edge per value). Signals no edge reaches are never present. Only
-visited signals cost time, which matters for a 433-signal multiplexed message.
+Two decode kernels share one output layout (one row-major [rows, signals] block per message):
 
-Every integer array is int64, ids uint32, keys uint64, payloads uint8 2-D C-contiguous, so each
-kernel compiles to one signature.
+* :func:`decode_dense` groups the frames by message and decodes one signal at a time over all
+  its rows, its layout hoisted out of the loop. A multiplexed signal is present where its
+  multiplexer is present and has one of the signal's raw values (``mux_values`` slice). Best
+  when a frame carries most of its message's signals (no multiplexer, or V1..V4 under every
+  group value).
+* :func:`decode_sparse` walks each frame's multiplexer tree from the message's root signals
+  (``root_signal[root_first:root_stop]``): a multiplexer ``s`` owns the edges
+  ``sig_edge_first[s]:sig_edge_stop[s]``, sorted by ``edge_value``, and a frame whose
+  multiplexer raw value is ``v`` visits the ``edge_child`` of every edge with value ``v``. Only
+  present signals cost time, which matters for foxbms' 433-signal f_CellVoltages (9 present).
+
+:func:`encode_frames` walks the same tree. Signals no edge reaches are never present.
+
+Every integer array is int64, ids uint32, keys uint64, payload words uint64 2-D C-contiguous,
+so each kernel compiles to one signature. Helpers take scalars only: a Numba call that passes
+an array is not inlined and cost 4x the whole field extraction, so array accesses are written
+in place.
 """
 
 from __future__ import annotations
@@ -35,6 +46,10 @@ _U1 = np.uint64(1)
 _U8 = np.uint64(8)
 _UFF = np.uint64(0xFF)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_U16 = np.uint64(16)
+_U32 = np.uint64(32)
+_M8 = np.uint64(0x00FF00FF00FF00FF)
+_M16 = np.uint64(0x0000FFFF0000FFFF)
 
 #: lookup outcome codes written to ``frame_msg`` for frames that are not decoded
 UNKNOWN_ID = -1
@@ -50,61 +65,10 @@ ENC_FLOAT32_OVERFLOW = 3
 
 @kernel
 def _mask(length):
+    """The low ``length`` bits set (1..64)."""
     if length >= 64:
         return _ALL
     return (_U1 << np.uint64(length)) - _U1
-
-
-@kernel
-def _extract(data, i, byte0, nbytes, shift, length, big_endian):
-    """Raw bits of one field of row ``i`` as an unsigned 64-bit integer."""
-    acc = _U0
-    if nbytes <= 8:
-        if big_endian:
-            for b in range(nbytes):
-                acc = (acc << _U8) | np.uint64(data[i, byte0 + b])
-        else:
-            for b in range(nbytes):
-                acc |= np.uint64(data[i, byte0 + b]) << np.uint64(8 * b)
-        return (acc >> np.uint64(shift)) & _mask(length)
-    # nine bytes: a 64-bit-wide field straddling a byte boundary
-    for b in range(8):
-        if big_endian:
-            acc = (acc << _U8) | np.uint64(data[i, byte0 + b])
-        else:
-            acc |= np.uint64(data[i, byte0 + b]) << np.uint64(8 * b)
-    last = np.uint64(data[i, byte0 + 8])
-    if big_endian:
-        # 72-bit stream = acc:last, LSB of the field at ``shift`` (0..7)
-        val = (acc << np.uint64(8 - shift)) | (last >> np.uint64(shift))
-    else:
-        val = (acc >> np.uint64(shift)) | (last << np.uint64(64 - shift))
-    return val & _mask(length)
-
-
-@kernel
-def _insert(data, i, byte0, nbytes, shift, length, big_endian, val):
-    """OR the low ``length`` bits of ``val`` into the field of row ``i``."""
-    val = val & _mask(length)
-    if nbytes <= 8:
-        shifted = val << np.uint64(shift)
-        if big_endian:
-            for b in range(nbytes):
-                data[i, byte0 + b] |= np.uint8((shifted >> np.uint64(8 * (nbytes - 1 - b))) & _UFF)
-        else:
-            for b in range(nbytes):
-                data[i, byte0 + b] |= np.uint8((shifted >> np.uint64(8 * b)) & _UFF)
-        return
-    if big_endian:
-        high = val >> np.uint64(8 - shift)          # bytes 0..7 of the 72-bit stream
-        for b in range(8):
-            data[i, byte0 + b] |= np.uint8((high >> np.uint64(8 * (7 - b))) & _UFF)
-        data[i, byte0 + 8] |= np.uint8((val << np.uint64(shift)) & _UFF)
-    else:
-        low = val << np.uint64(shift)
-        for b in range(8):
-            data[i, byte0 + b] |= np.uint8((low >> np.uint64(8 * b)) & _UFF)
-        data[i, byte0 + 8] |= np.uint8((val >> np.uint64(64 - shift)) & _UFF)
 
 
 @kernel
@@ -113,6 +77,30 @@ def _signed_value(bits, length):
     if length < 64 and (bits >> np.uint64(length - 1)) & _U1:
         bits = bits | (_ALL ^ _mask(length))
     return np.int64(bits)
+
+
+@kernel
+def _bswap(x):
+    """Byte-swap a uint64 (LLVM turns this into one instruction)."""
+    x = ((x & _M8) << _U8) | ((x >> _U8) & _M8)
+    x = ((x & _M16) << _U16) | ((x >> _U16) & _M16)
+    return (x << _U32) | (x >> _U32)
+
+
+@kernel
+def _field(w0, w1, off, length, big_endian):
+    """Raw bits of a field from its first word ``w0`` and the next word ``w1`` (used only when
+    ``off + length > 64``); ``off`` is the field's start within ``w0`` (LSB for Intel, network
+    MSB for Motorola)."""
+    if big_endian:
+        x = _bswap(w0) << np.uint64(off)
+        if off + length > 64:
+            x |= _bswap(w1) >> np.uint64(64 - off)
+        return x >> np.uint64(64 - length)
+    x = w0 >> np.uint64(off)
+    if off + length > 64:
+        x |= w1 << np.uint64(64 - off)
+    return x & _mask(length)
 
 
 @kernel
@@ -190,34 +178,21 @@ def lookup_frames(arbitration_id, is_extended, is_error, is_remote, dlc, width,
 
 
 @kernel
-def _children(edge_value, value, first, stop):
-    """Range of ``edge_value[first:stop]`` (sorted) equal to ``value``."""
-    lo = first
-    hi = stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if edge_value[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    end = lo
-    while end < stop and edge_value[end] == value:
-        end += 1
-    return lo, end
-
-
-@kernel
-def decode_frames(data, dlc, timestamp, frame_msg, frame_row,
+def decode_sparse(words, dlc, timestamp, frame_msg, frame_row, msg_dense,
                   msg_sig_first, msg_sig_stop, msg_root_first, msg_root_stop, root_signal,
                   msg_row_offset, msg_value_offset,
-                  sig_byte0, sig_nbytes, sig_shift, sig_length, sig_big_endian, sig_signed,
+                  sig_start, sig_length, sig_big_endian, sig_signed,
                   sig_float, sig_scale, sig_offset, sig_end_byte,
                   sig_edge_first, sig_edge_stop, edge_value, edge_child,
                   ts_out, values_out, present_out):
-    """Decode every frame whose ``frame_msg`` is a message index.
+    """Decode, frame by frame, the frames of messages with ``msg_dense`` False.
 
-    Message ``m``'s block holds ``msg_count[m]`` rows of ``k = msg_sig_stop[m] -
-    msg_sig_first[m]`` columns at ``values_out[msg_value_offset[m]:]`` (row-major), and its
+    Meant for multiplexed messages where a frame carries few of the message's signals (foxbms'
+    f_CellVoltages: 9 of 433): only present signals cost time.
+
+    ``words`` is the payload as little-endian uint64 words [N, W / 8]. Message ``m``'s block
+    holds ``msg_count[m]`` rows of ``k = msg_sig_stop[m] - msg_sig_first[m]`` columns at
+    ``values_out[msg_value_offset[m]:]`` (row-major), and its
     timestamps at ``ts_out[msg_row_offset[m]:]``. ``values_out`` must be prefilled with NaN and
     ``present_out`` with False: only present signals are visited, starting from the message's
     root signals (``root_signal[msg_root_first[m]:msg_root_stop[m]]``) and following, for each
@@ -226,7 +201,8 @@ def decode_frames(data, dlc, timestamp, frame_msg, frame_row,
     float64.
     """
     n = frame_msg.shape[0]
-    width = data.shape[1]
+    width = words.shape[1] * 8
+    n_words = words.shape[1]
     max_k = 1
     for m in range(msg_sig_first.shape[0]):
         max_k = max(max_k, msg_sig_stop[m] - msg_sig_first[m])
@@ -237,7 +213,7 @@ def decode_frames(data, dlc, timestamp, frame_msg, frame_row,
     f32 = u32.view(np.float32)
     for i in range(n):
         m = frame_msg[i]
-        if m < 0:
+        if m < 0 or msg_dense[m]:
             continue
         r = frame_row[i]
         first = msg_sig_first[m]
@@ -254,52 +230,181 @@ def decode_frames(data, dlc, timestamp, frame_msg, frame_row,
             s = stack[top]
             if sig_end_byte[s] > avail:
                 continue
-            b = _extract(data, i, sig_byte0[s], sig_nbytes[s], sig_shift[s], sig_length[s],
-                         sig_big_endian[s])
+            # -- the field's raw bits
+            length = sig_length[s]
+            w = sig_start[s] >> 6
+            off = sig_start[s] & 63
+            bits = _field(words[i, w], words[i, min(w + 1, n_words - 1)], off, length,
+                          sig_big_endian[s])
             j = s - first
             present_out[base + j] = True
+            # -- raw value, physical value
             if sig_float[s]:
-                if sig_length[s] == 32:
-                    u32[0] = np.uint32(b)
+                if length == 32:
+                    u32[0] = np.uint32(bits)
                     raw = np.float64(f32[0])
                 else:
-                    u64[0] = b
+                    u64[0] = bits
                     raw = f64[0]
                 values_out[base + j] = raw * sig_scale[s] + sig_offset[s]
                 continue
             if sig_signed[s]:
-                iv = _signed_value(b, sig_length[s])
+                iv = _signed_value(bits, length)
                 raw = np.float64(iv)
             else:
-                iv = np.int64(b)
-                raw = np.float64(b)
+                iv = np.int64(bits)
+                raw = np.float64(bits)
             values_out[base + j] = raw * sig_scale[s] + sig_offset[s]
-            if sig_edge_stop[s] > sig_edge_first[s]:
-                lo, hi = _children(edge_value, iv, sig_edge_first[s], sig_edge_stop[s])
-                for e in range(lo, hi):
-                    stack[top] = edge_child[e]
+            # -- a multiplexer: push the signals its value selects
+            e0 = sig_edge_first[s]
+            e1 = sig_edge_stop[s]
+            if e1 > e0:
+                lo = e0
+                hi = e1
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if edge_value[mid] < iv:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                while lo < e1 and edge_value[lo] == iv:
+                    stack[top] = edge_child[lo]
                     top += 1
+                    lo += 1
+
+
+@kernel
+def decode_dense(words, dlc, timestamp, frame_msg, frame_row, msg_dense,
+                 msg_sig_first, msg_sig_stop, msg_row_offset, msg_value_offset, msg_slots,
+                 eval_signal, sig_start, sig_length, sig_big_endian, sig_signed, sig_float,
+                 sig_scale, sig_offset, sig_end_byte, sig_parent, sig_slot, sig_mux_first,
+                 sig_mux_stop, mux_values, ts_out, values_out, present_out):
+    """Decode, signal by signal, the frames of messages with ``msg_dense`` True.
+
+    For messages whose frames carry most of their signals (no multiplexer, or one that
+    selects most signals): the frames are grouped by message, then each signal is decoded for
+    all rows in one loop with its layout hoisted out of it. Signals are visited in
+    ``eval_signal`` order (same slices as ``msg_sig_first/stop``; each multiplexer before the
+    signals under it). A multiplexed signal is present where its multiplexer is present and
+    its raw value (kept per row in a scratch column, slot ``sig_slot``) is in the signal's
+    ``mux_values`` slice; a signal whose parent is itself is never present. Every cell of the
+    message's block is written (NaN / False where absent). Output layout as
+    :func:`decode_sparse`.
+    """
+    n = frame_msg.shape[0]
+    n_msg = msg_sig_first.shape[0]
+    width = words.shape[1] * 8
+    n_words = words.shape[1]
+    order = np.empty(msg_row_offset[n_msg], np.int64)
+    for i in range(n):
+        m = frame_msg[i]
+        if m >= 0 and msg_dense[m]:
+            order[msg_row_offset[m] + frame_row[i]] = i
+    u64 = np.zeros(1, np.uint64)
+    f64 = u64.view(np.float64)
+    u32 = np.zeros(1, np.uint32)
+    f32 = u32.view(np.float32)
+    for m in range(n_msg):
+        r0 = msg_row_offset[m]
+        rows = msg_row_offset[m + 1] - r0
+        if not msg_dense[m] or rows == 0:
+            continue
+        first = msg_sig_first[m]
+        k = msg_sig_stop[m] - first
+        vbase = msg_value_offset[m]
+        n_slots = msg_slots[m]
+        muxraw = np.empty(rows * max(n_slots, 1), np.int64)
+        for r in range(rows):
+            ts_out[r0 + r] = timestamp[order[r0 + r]]
+        for q in range(first, first + k):
+            s = eval_signal[q]
+            j = s - first
+            length = sig_length[s]
+            w = sig_start[s] >> 6
+            w1 = min(w + 1, n_words - 1)
+            off = sig_start[s] & 63
+            big = sig_big_endian[s]
+            signed = sig_signed[s]
+            is_float = sig_float[s]
+            scale = sig_scale[s]
+            offset = sig_offset[s]
+            end_byte = sig_end_byte[s]
+            p = sig_parent[s]
+            pj = p - first
+            pslot = sig_slot[p] if p >= 0 else -1
+            slot = sig_slot[s]
+            a0 = sig_mux_first[s]
+            a1 = sig_mux_stop[s]
+            never = p == s
+            # a contiguous set of selector values is a range check
+            contiguous = a1 > a0 and mux_values[a1 - 1] - mux_values[a0] == a1 - a0 - 1
+            for r in range(rows):
+                i = order[r0 + r]
+                at = vbase + r * k + j
+                ok = not never and end_byte <= min(np.int64(dlc[i]), width)
+                if ok and p >= 0:
+                    if not present_out[vbase + r * k + pj]:
+                        ok = False
+                    else:
+                        v = muxraw[r * n_slots + pslot]
+                        if contiguous:
+                            ok = mux_values[a0] <= v <= mux_values[a1 - 1]
+                        else:
+                            lo = a0
+                            hi = a1
+                            while lo < hi:
+                                mid = (lo + hi) >> 1
+                                if mux_values[mid] < v:
+                                    lo = mid + 1
+                                else:
+                                    hi = mid
+                            ok = lo < a1 and mux_values[lo] == v
+                if not ok:
+                    values_out[at] = np.nan
+                    present_out[at] = False
+                    continue
+                bits = _field(words[i, w], words[i, w1], off, length, big)
+                if is_float:
+                    if length == 32:
+                        u32[0] = np.uint32(bits)
+                        raw = np.float64(f32[0])
+                    else:
+                        u64[0] = bits
+                        raw = f64[0]
+                    iv = np.int64(0)
+                elif signed:
+                    iv = _signed_value(bits, length)
+                    raw = np.float64(iv)
+                else:
+                    iv = np.int64(bits)
+                    raw = np.float64(bits)
+                values_out[at] = raw * scale + offset
+                present_out[at] = True
+                if slot >= 0:
+                    muxraw[r * n_slots + slot] = iv
 
 
 @kernel
 def encode_frames(phys, column, first, k, root_first, root_stop, root_signal,
-                  sig_byte0, sig_nbytes, sig_shift, sig_length, sig_big_endian,
+                  sig_start, sig_length, sig_big_endian,
                   sig_signed, sig_float, sig_scale, sig_offset,
-                  sig_edge_first, sig_edge_stop, edge_value, edge_child, data, error):
+                  sig_edge_first, sig_edge_stop, edge_value, edge_child, words, error):
     """Encode N frames of one message (signals ``first .. first + k``) from physical values.
 
-    ``phys[N, g]`` holds the given signals; ``column[j]`` is local signal ``j``'s column in
-    ``phys``, or -1 to write raw 0. Only the signals the multiplexer tree selects on a row are
-    visited (roots, then the edges matching each multiplexer's raw value), so values of the
-    others are never read. Integer signals: raw = rint((phys - offset) / scale) (round half
-    to even, like Python's ``round`` that cantools uses), which must lie in the signal's raw
-    range; float signals: raw = (phys - offset) / scale stored as IEEE float32/float64.
+    ``phys[g, N]`` holds the given signals, one contiguous row each; ``column[j]`` is local
+    signal ``j``'s row in ``phys``, or -1 to write raw 0. Only the signals the multiplexer tree
+    selects on a row are visited (roots, then the edges matching each multiplexer's raw value),
+    so values of the others are never read. Integer signals: raw = rint((phys - offset) /
+    scale) (round half to even, like Python's ``round`` that cantools uses), which must lie in
+    the signal's raw range; float signals: raw = (phys - offset) / scale stored as IEEE
+    float32/float64.
 
-    ``data`` [N, W] must be zeroed. On the first invalid value, the kernel stops and sets
-    ``error = [row, local signal index, code]`` (1 not finite, 2 outside the raw range,
-    3 float32 overflow); ``error[2] == 0`` means success.
+    ``words`` [N, W / 8] (the payload as little-endian uint64 words) must be zeroed. On the
+    first invalid value, the kernel stops and sets ``error = [row, local signal index, code]``
+    (1 not finite, 2 outside the raw range, 3 float32 overflow); ``error[2] == 0`` means
+    success.
     """
-    n = phys.shape[0]
+    n = words.shape[0]
     stack = np.zeros(max(k, 1), np.int64)
     u64 = np.zeros(1, np.uint64)
     f64 = u64.view(np.float64)
@@ -315,52 +420,70 @@ def encode_frames(phys, column, first, k, root_first, root_stop, root_signal,
             s = stack[top]
             j = s - first
             c = column[j]
-            bits = _U0
             iv = np.int64(0)
             if c >= 0:
-                raw = (phys[i, c] - sig_offset[s]) / sig_scale[s]
                 length = sig_length[s]
+                raw = (phys[c, i] - sig_offset[s]) / sig_scale[s]
+                code = ENC_OK
+                bits = _U0
                 if sig_float[s]:
                     if length == 32:
                         y = np.float32(raw)
                         if np.isinf(y) and not np.isinf(raw):
-                            error[0] = i
-                            error[1] = j
-                            error[2] = ENC_FLOAT32_OVERFLOW
-                            return
-                        f32[0] = y
-                        bits = np.uint64(u32[0])
+                            code = ENC_FLOAT32_OVERFLOW
+                        else:
+                            f32[0] = y
+                            bits = np.uint64(u32[0])
                     else:
                         f64[0] = raw
                         bits = u64[0]
+                elif not np.isfinite(raw):
+                    code = ENC_NOT_FINITE
                 else:
-                    if not np.isfinite(raw):
-                        error[0] = i
-                        error[1] = j
-                        error[2] = ENC_NOT_FINITE
-                        return
-                    r = np.rint(raw)
+                    rr = np.rint(raw)
                     if sig_signed[s]:
                         half = 2.0 ** (length - 1)
-                        bad = r < -half or r >= half
+                        if rr < -half or rr >= half:
+                            code = ENC_OUT_OF_RANGE
+                        else:
+                            iv = np.int64(rr)
+                            bits = np.uint64(iv) & _mask(length)
+                    elif rr < 0.0 or rr >= 2.0 ** length:
+                        code = ENC_OUT_OF_RANGE
                     else:
-                        bad = r < 0.0 or r >= 2.0 ** length
-                    if bad:
-                        error[0] = i
-                        error[1] = j
-                        error[2] = ENC_OUT_OF_RANGE
-                        return
-                    if sig_signed[s]:
-                        iv = np.int64(r)
-                        bits = np.uint64(iv) & _mask(length)
-                    else:
-                        bits = np.uint64(r)
+                        bits = np.uint64(rr)
                         iv = np.int64(bits)
-                _insert(data, i, sig_byte0[s], sig_nbytes[s], sig_shift[s], length,
-                        sig_big_endian[s], bits)
-            if sig_edge_stop[s] > sig_edge_first[s]:
-                lo, hi = _children(edge_value, iv, sig_edge_first[s], sig_edge_stop[s])
-                for e in range(lo, hi):
-                    stack[top] = edge_child[e]
+                if code != ENC_OK:
+                    error[0] = i
+                    error[1] = j
+                    error[2] = code
+                    return
+                # -- OR the field into the payload
+                w = sig_start[s] >> 6
+                off = sig_start[s] & 63
+                if sig_big_endian[s]:
+                    top_aligned = bits << np.uint64(64 - length)
+                    words[i, w] |= _bswap(top_aligned >> np.uint64(off))
+                    if off + length > 64:
+                        words[i, w + 1] |= _bswap(top_aligned << np.uint64(64 - off))
+                else:
+                    words[i, w] |= bits << np.uint64(off)
+                    if off + length > 64:
+                        words[i, w + 1] |= bits >> np.uint64(64 - off)
+            # -- a multiplexer (or a missing one, raw 0): push the signals it selects
+            e0 = sig_edge_first[s]
+            e1 = sig_edge_stop[s]
+            if e1 > e0:
+                lo = e0
+                hi = e1
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if edge_value[mid] < iv:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                while lo < e1 and edge_value[lo] == iv:
+                    stack[top] = edge_child[lo]
                     top += 1
+                    lo += 1
     error[2] = ENC_OK
