@@ -26,9 +26,18 @@ def table_slope(s, ts, tv):
     return (tv[j + 1] - tv[j]) / (ts[j + 1] - ts[j])
 
 
-def ekf_noise(cfg) -> dict:
-    """The kernel's noise numbers from an :class:`packbms.soc.EKFConfig` (their definition)."""
-    return dict(q_noise_a2=cfg.current_noise_a ** 2, q_offset_a2=cfg.current_offset_a ** 2,
+def table_soc_from_ocv(v, ts, tv):
+    """Inverse table (OCV strictly increasing), linear extrapolation."""
+    return table_ocv(v, tv, ts)
+
+
+def ekf_noise(cfg, threshold_a: float, n_cells: int) -> dict:
+    """The kernel's numbers from an :class:`packbms.soc.EKFConfig` (their definition)."""
+    return dict(init=cfg.init, threshold_a=threshold_a,
+                prior=np.broadcast_to(np.asarray(cfg.initial_soc, float), (n_cells,)),
+                prior_var=cfg.initial_soc_std ** 2, ocv_var=cfg.ocv_init_soc_std ** 2,
+                rc_var=cfg.initial_rc_voltage_std_v ** 2, q_noise_a2=cfg.current_noise_a ** 2,
+                q_offset_a2=cfg.current_offset_a ** 2,
                 q_cap_rel2=cfg.capacity_error ** 2, q_rc_rel2=cfg.resistance_error ** 2,
                 r_meas_v2=cfg.voltage_noise_v ** 2 + cfg.voltage_resolution_v ** 2 / 12.0,
                 r_res_rel2=cfg.resistance_error ** 2, load_tau_s=cfg.polarisation_memory_s,
@@ -36,9 +45,11 @@ def ekf_noise(cfg) -> dict:
 
 
 def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta, ts, tv,
-              noise: dict, x0, P0, *, r_factor=None, t_last=float("nan"),
-              i_last=float("nan"), load0=float("nan"), v_last=None):
-    """Run the EKF cell by cell. Returns ``(soc [T,S], std [T,S], x [S,2], P [S,2,2])``."""
+              noise: dict, *, r_factor=None):
+    """Run the EKF cell by cell from a fresh start.
+
+    Returns ``(soc [T,S], std [T,S], x [S,2], P [S,2,2])``.
+    """
     n_t, n_s = volt.shape
     f = np.ones(n_t) if r_factor is None else np.asarray(r_factor, float)
     soc_out = np.empty((n_t, n_s))
@@ -47,11 +58,10 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
     p_out = np.empty((n_s, 2, 2))
     q_as_all = 1.0 / (3600.0 * np.asarray(capacity_ah, float))
     for c in range(n_s):
-        x = np.array(x0[c], dtype=float)
-        P = np.array(P0[c], dtype=float)
-        vl = np.nan if v_last is None else v_last[c]
-        tp, ip = t_last, i_last
-        load = load0 if load0 == load0 else abs(current_a[0])
+        x = P = None                                 # not started: no voltage seen yet
+        vl = np.nan
+        tp, ip = np.nan, np.nan
+        load = abs(current_a[0])
         cap = capacity_ah[c]
         q_as = q_as_all[c]
         for k in range(n_t):
@@ -61,7 +71,30 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
             else:
                 dt, ip = 0.0, 0.0
             h = min(dt, noise["max_hold_s"])
-            if dt > 0:
+            w = math.exp(-dt / noise["load_tau_s"])
+            load = w * load + (1 - w) * abs(ip)
+            v = volt[k, c]
+            just_from_ocv = False
+            if x is None:
+                # start on the first row with a voltage (or at once from the prior)
+                ik = current_a[k]
+                if noise["init"] == "given":
+                    soc0, var0 = noise["prior"][c], noise["prior_var"]
+                elif not np.isfinite(v):
+                    soc_out[k, c] = min(1.0, max(0.0, noise["prior"][c]))
+                    std_out[k, c] = math.sqrt(noise["prior_var"])
+                    tp, ip = time_s[k], current_a[k]
+                    continue
+                elif noise["init"] == "ocv" or abs(ik) < noise["threshold_a"]:
+                    soc0 = table_soc_from_ocv(v + r0_ohm[c] * f[k] * ik, ts, tv)
+                    var0 = noise["ocv_var"]
+                    just_from_ocv = True
+                    vl = v
+                else:
+                    soc0, var0 = noise["prior"][c], noise["prior_var"]
+                x = np.array([soc0, 0.0])
+                P = np.diag([var0, noise["rc_var"]])
+            elif dt > 0:
                 a = math.exp(-dt / tau1_s[c])
                 b = math.exp(-(dt - h) / tau1_s[c])
                 i = ip
@@ -73,11 +106,9 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
                              + noise["q_offset_a2"] * dt / (3600.0 * cap * cap),
                              noise["q_rc_rel2"] * g * g])
                 P = F @ P @ F.T + Q
-            w = math.exp(-dt / noise["load_tau_s"])
-            load = w * load + (1 - w) * abs(ip)
-            # -- measurement update
-            v = volt[k, c]
-            if np.isfinite(v) and (not noise["update_on_change"] or v != vl):
+            # -- measurement update (not with the voltage an OCV start just used)
+            if (not just_from_ocv and np.isfinite(v)
+                    and (not noise["update_on_change"] or v != vl)):
                 ik = current_a[k]
                 r0k = r0_ohm[c] * f[k]
                 slope = table_slope(x[0], ts, tv)
@@ -96,8 +127,8 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
             pol = noise["r_res_rel2"] * (r1_ohm[c] * f[k] * load) ** 2
             std_out[k, c] = math.sqrt(P[0, 0] + pol / table_slope(x[0], ts, tv) ** 2)
             tp, ip = time_s[k], current_a[k]
-        x_out[c] = x
-        p_out[c] = P
+        x_out[c] = x if x is not None else np.nan
+        p_out[c] = P if P is not None else np.nan
     return soc_out, std_out, x_out, p_out
 
 

@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from . import store
+from .balancing import estimate_balancing
+from .errors import EstimationError
 from .dbc import CompiledDatabase, compile_database, decode, load_database
 from .io import iter_log
 from .layout import Layout, load_layout
 from .signals import concat_signal_tables
+from .soc import estimate_soc
 from .telemetry import PackTelemetry, build_telemetry
 
 __all__ = ["analyze", "load_telemetry", "Analysis"]
@@ -32,6 +35,8 @@ class Analysis:
     result: store.Result
     telemetry: PackTelemetry
     layout: Layout
+    soc: object = None          # packbms.soc.SocResult when a method ran
+    balancing: object = None    # packbms.balancing.BalancingPlan
     timings_s: dict = field(default_factory=dict)
     out: Path | None = None
 
@@ -108,7 +113,50 @@ def _voltage_stats(tel: PackTelemetry) -> dict:
         }
 
 
-def analyze(log, dbc, layout, *, out=None, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Analysis:
+METHODS = ("ekf", "coulomb", "none")
+
+
+#: Default spacing of the stored result's rows (s); 0 stores every sample of the current.
+DEFAULT_OUTPUT_DT_S = 0.1
+
+
+def output_rows(time_s: np.ndarray, dt_s: float) -> np.ndarray:
+    """Rows kept in the stored result: the last sample of each ``dt_s`` bin (all when 0).
+
+    Examples
+    --------
+    >>> output_rows(np.array([0.0, 0.04, 0.09, 0.1, 0.15, 0.31]), 0.1).tolist()
+    [2, 4, 5]
+    """
+    n = len(time_s)
+    if dt_s <= 0 or n == 0:
+        return np.arange(n)
+    b = np.floor(time_s / dt_s)
+    return np.append(np.flatnonzero(b[1:] != b[:-1]), n - 1)
+
+
+def bin_mean_current(time_s: np.ndarray, current_a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mean current over each output bin (time-weighted, zero-order hold), so that integrating
+    the stored current gives the same charge as the full-rate signal.
+
+    Row k stands for the time from its bin's first sample (the one after ``rows[k-1]``) to the
+    next bin's first sample; each sample's current holds until the next sample.
+    """
+    n = len(time_s)
+    if len(rows) == n:
+        return current_a.copy()
+    dt = np.diff(time_s, append=time_s[-1])
+    starts = np.concatenate(([0], rows[:-1] + 1))
+    q = np.add.reduceat(current_a * dt, starts)
+    span = np.add.reduceat(dt, starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = q / span
+    return np.where(span > 0, mean, current_a[rows])
+
+
+def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
+            output_dt_s: float = DEFAULT_OUTPUT_DT_S,
+            chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Analysis:
     """Analyse one log and optionally write the HDF5 result.
 
     Parameters
@@ -117,6 +165,15 @@ def analyze(log, dbc, layout, *, out=None, chunk_frames: int = DEFAULT_CHUNK_FRA
         As for :func:`load_telemetry`.
     out
         Where to write the result (``.h5``); nothing is written when None.
+    method
+        SoC estimator: ``"ekf"`` (default), ``"coulomb"``, or ``"none"`` (telemetry only).
+    soc_config
+        :class:`packbms.soc.EKFConfig` or :class:`packbms.soc.CoulombConfig` (defaults when None).
+    output_dt_s
+        Row spacing of the stored time series (s). Estimation always runs on every sample of
+        the current; the stored result keeps the last sample of each ``output_dt_s`` bin, and
+        ``/pack/current`` is the time-weighted mean over the bin (charge-preserving). 0 keeps
+        every sample. Default 0.1 s.
     chunk_frames
         Frames per read chunk.
 
@@ -134,27 +191,49 @@ def analyze(log, dbc, layout, *, out=None, chunk_frames: int = DEFAULT_CHUNK_FRA
     >>> a = analyze("data/drive_96s.blf", "data/pack96.dbc", "data/pack96.toml",
     ...             out="drive.h5")                                            # doctest: +SKIP
     >>> a.result["/cells/voltage"].shape                                       # doctest: +SKIP
-    (150000, 96)
+    (15000, 96)
     """
+    if method not in METHODS:
+        raise EstimationError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     timings: dict = {}
     tel, lay = load_telemetry(log, dbc, layout, chunk_frames=chunk_frames, timings=timings)
-    datasets = {
+    if not output_dt_s >= 0:
+        raise EstimationError(f"output_dt_s must be >= 0, got {output_dt_s}")
+    series = {
         "/time": tel.time,
-        "/pack/current": tel.current,
         "/cells/voltage": tel.cell_voltage,
         "/cells/voltage_stale": tel.cell_voltage_stale,
     }
     if tel.pack_voltage is not None:
-        datasets["/pack/voltage"] = tel.pack_voltage
+        series["/pack/voltage"] = tel.pack_voltage
     if tel.cell_temperature is not None:
-        datasets["/cells/temperature"] = tel.cell_temperature
+        series["/cells/temperature"] = tel.cell_temperature
     if tel.balancing is not None:
-        datasets["/cells/balancing"] = tel.balancing
-    datasets.update(_voltage_stats(tel))
+        series["/cells/balancing"] = tel.balancing
+    datasets = _voltage_stats(tel)
+    soc = plan = None
+    group_attrs: dict = {}
+    extra_attrs: dict = {}
+    if method != "none":
+        t = _time.perf_counter()
+        soc = estimate_soc(tel, layout=lay, method=method, config=soc_config)
+        soc_sets, extra_attrs = soc.to_datasets()
+        series.update(soc_sets)
+        datasets["/cells/capacity_ah"] = soc.capacity_ah
+        datasets["/cells/resistance_ohm"] = soc.params.r0_ohm
+        timings["estimate"] = _time.perf_counter() - t
+        plan = estimate_balancing(soc, layout=lay, telemetry=tel)
+        arrays, battrs = plan.to_group()
+        datasets.update({f"/balancing/{k}": v for k, v in arrays.items()})
+        group_attrs["/balancing"] = battrs
+    rows = output_rows(tel.time, output_dt_s)
+    datasets.update({k: v[rows] for k, v in series.items()})
+    datasets["/pack/current"] = bin_mean_current(tel.time, tel.current, rows)
     attrs = {
         "source": str(log),
         "layout": lay.text,
-        "method": "none",
+        "method": method,
+        "output_dt_s": float(output_dt_s),
         "t0": tel.t0,
         "notes": json.dumps(tel.notes),
     }
@@ -162,11 +241,16 @@ def analyze(log, dbc, layout, *, out=None, chunk_frames: int = DEFAULT_CHUNK_FRA
         attrs["source_sha256"] = store.sha256_file(log)
     if isinstance(dbc, (str, Path)):
         attrs["dbc_sha256"] = store.sha256_file(dbc)
-    result = store.Result(datasets=datasets, attrs=attrs, dataset_attrs={
-        "/time": {"t0_unix": tel.t0 if tel.t0_is_unix else float("nan")}})
+    attrs.update({k: v for k, v in extra_attrs.items() if k != "method"})
+    result = store.Result(datasets=datasets, attrs=attrs, group_attrs=group_attrs, dataset_attrs={
+        "/time": {"t0_unix": tel.t0 if tel.t0_is_unix else float("nan"),
+                  "output_dt_s": float(output_dt_s)},
+        "/pack/current": {"sampling": "time-weighted mean over each row's bin"
+                          if len(rows) < len(tel.time) else "sample"}})
     out_path = None
     if out is not None:
         t = _time.perf_counter()
         out_path = store.save(result, out)
         timings["write"] = _time.perf_counter() - t
-    return Analysis(result=result, telemetry=tel, layout=lay, timings_s=timings, out=out_path)
+    return Analysis(result=result, telemetry=tel, layout=lay, soc=soc, balancing=plan,
+                    timings_s=timings, out=out_path)

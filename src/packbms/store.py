@@ -54,7 +54,22 @@ UNITS = {
     "/cells/capacity_ah": "A.h",
     "/cells/resistance_ohm": "ohm",
     "/cells/balancing": "bool",
+    "/pack/soc_min": "1",
+    "/pack/soc_max": "1",
+    "/pack/soc_mean": "1",
 }
+
+
+def units_of(key: str) -> str:
+    """Units of a dataset: from the schema table, else from the name's suffix."""
+    if key in UNITS:
+        return UNITS[key]
+    for suffix, unit in (("_ah", "A.h"), ("_wh", "W.h"), ("_h", "h"), ("_s", "s"), ("_a", "A"),
+                         ("_v", "V"), ("_ohm", "ohm"), ("soc", "1"), ("_fraction", "1"),
+                         ("duty", "1"), ("soc_offset", "1")):
+        if key.endswith(suffix):
+            return unit
+    return ""
 
 
 @dataclass
@@ -170,7 +185,7 @@ def save(result: Result, path) -> Path:
                     kwargs = dict(chunks=(rows,) + arr.shape[1:], compression="gzip",
                                   compression_opts=4, shuffle=True)
                 ds = f.create_dataset(key, data=arr, **kwargs)
-                ds.attrs["units"] = UNITS.get(key, "")
+                ds.attrs["units"] = units_of(key)
                 for k, v in result.dataset_attrs.get(key, {}).items():
                     ds.attrs[k] = _to_attr(v)
             for group, attrs in result.group_attrs.items():

@@ -55,3 +55,45 @@ def telemetry_summary(a: Analysis) -> str:
     if a.out is not None:
         lines.append(f"written    {a.out}")
     return "\n".join(lines)
+
+
+def soc_summary(a: Analysis) -> str:
+    """Per-cell SoC, pack SoC, imbalance and the balancing plan, as the CLI prints them."""
+    if a.soc is None:
+        return ""
+    res, plan = a.soc, a.balancing
+    lines = []
+    p = res.pack
+    # start at the first row where every cell has had a voltage (before that, cells show the prior)
+    seen = np.flatnonzero(~a.telemetry.cell_voltage_stale.any(axis=1))
+    i0 = int(seen[0]) if len(seen) else 0
+    lines.append(f"method     {res.method} (per-cell SoC with 1-sigma; "
+                 f"{len(res.info.get('rest_periods', []))} rest period(s) found)")
+    lines.append(f"pack SoC   start {100 * p.usable[i0]:.1f} %, end {100 * p.usable[-1]:.1f} % "
+                 f"(usable: charge left before the first cell is empty over the charge between "
+                 f"first-empty and first-full)")
+    end = res.soc[-1]
+    std = res.soc_std[-1]
+    order = np.argsort(end)
+    lines.append(f"cells end  mean {100 * np.mean(end):.1f} %, lowest "
+                 f"{_fmt_cells(order[:3], end, lambda x: f'{100 * x:.1f} %')}; highest "
+                 f"{_fmt_cells(order[::-1][:3], end, lambda x: f'{100 * x:.1f} %')}; "
+                 f"median sigma {100 * np.median(std):.2f} %")
+    if plan is not None:
+        worst = plan.most_imbalanced(5)
+        dev = plan.soc - np.median(plan.soc)
+        lines.append(f"imbalance  spread {100 * plan.soc_spread:.1f} points; most imbalanced "
+                     f"{_fmt_cells(worst, dev, lambda x: f'{100 * x:+.1f}')} "
+                     f"(points from the median cell)")
+        lines.append(f"capacity   usable {plan.usable_capacity_ah:.2f} Ah now vs "
+                     f"{plan.balanced_capacity_ah:.2f} Ah balanced: "
+                     f"{plan.recoverable_capacity_ah:.2f} Ah "
+                     f"({100 * plan.recoverable_capacity_fraction:.1f} %) recoverable")
+        lines.append(f"bleed plan {plan.passive_bleed_total_ah:.2f} Ah in total at "
+                     f"{plan.bleed_current_a:g} A per cell: {plan.passive_duration_h:.1f} h, "
+                     f"{plan.passive_energy_total_wh:.0f} Wh dissipated; active balancing would "
+                     f"move {plan.active_moved_ah:.2f} Ah")
+        if plan.duty is not None:
+            lines.append(f"observed   balancing flags on {100 * np.mean(plan.duty):.1f} % of the "
+                         f"time on average (max cell {100 * np.max(plan.duty):.1f} %)")
+    return "\n".join(lines)

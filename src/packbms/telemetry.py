@@ -249,7 +249,7 @@ def build_telemetry(signals: SignalTable, layout: Layout, database=None) -> Pack
         b, b_stale, bseen = _align_group(signals, layout.balancing_flags, S, t_cur, notes,
                                          "balancing_flags", layout.balancing_flags.stale_after_s)
         if bseen.any():
-            bal = (np.nan_to_num(b, nan=0.0) != 0) & ~b_stale
+            bal = (b != 0) & ~b_stale        # stale entries are NaN (!= 0) but masked
 
     return PackTelemetry(
         time=time, t0=t0, current=i_cur * layout.current_sign, cell_voltage=cv,

@@ -14,6 +14,11 @@ def add_subparser(subparsers):
     p.add_argument("--dbc", required=True, help="CAN database (DBC, KCD, ARXML, ...)")
     p.add_argument("--layout", required=True, help="pack layout TOML")
     p.add_argument("--out", help="result file (default: LOG's name with .h5 in the current folder)")
+    p.add_argument("--method", choices=["ekf", "coulomb", "none"], default="ekf",
+                   help="SoC estimator (default ekf; none = telemetry only)")
+    p.add_argument("--output-dt", type=float, default=0.1, metavar="SECONDS",
+                   help="row spacing of the stored time series (default 0.1 s; 0 keeps every "
+                        "sample of the current; estimation always uses every sample)")
     p.add_argument("--chunk-frames", type=int, default=1_000_000,
                    help="frames per read chunk (bounds memory; default 1000000)")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -23,12 +28,17 @@ def add_subparser(subparsers):
 def run(args) -> int:
     from ..analysis import analyze
     from ..errors import PackBMSError
-    from ..summary import telemetry_summary
+    from ..summary import soc_summary, telemetry_summary
 
     if args.chunk_frames < 1:
         raise PackBMSError(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
     out = Path(args.out) if args.out else Path(Path(args.log).name).with_suffix(".h5")
-    a = analyze(args.log, args.dbc, args.layout, out=out, chunk_frames=args.chunk_frames)
+    if args.output_dt < 0:
+        raise PackBMSError(f"--output-dt must be >= 0, got {args.output_dt}")
+    a = analyze(args.log, args.dbc, args.layout, out=out, method=args.method,
+                output_dt_s=args.output_dt, chunk_frames=args.chunk_frames)
     if not args.quiet:
         print(telemetry_summary(a))
+        if a.soc is not None:
+            print(soc_summary(a))
     return 0

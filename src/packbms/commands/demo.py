@@ -24,13 +24,14 @@ def run(args) -> int:
     from .._data import data_dir
     from ..analysis import analyze
     from ..simulate import load_truth
-    from ..summary import telemetry_summary
+    from ..summary import soc_summary, telemetry_summary
 
     d = data_dir()
     t = time.perf_counter()
     a = analyze(d / "drive_96s.blf", d / "pack96.dbc", d / "pack96.toml", out=Path(args.out))
     elapsed = time.perf_counter() - t
     print(telemetry_summary(a))
+    print(soc_summary(a))
     truth = load_truth(d / "drive_96s.truth.h5")
     tel = a.telemetry
     # truth is stored on its own (decimated) time base: compare at the truth's sample times
@@ -42,6 +43,15 @@ def run(args) -> int:
     ok = np.isfinite(err)
     print(f"truth      cell voltage vs simulator truth: RMS {1000 * np.sqrt(np.mean(err[ok] ** 2)):.2f}"
           f" mV, max |err| {1000 * np.abs(err[ok]).max():.1f} mV over {ok.sum()} cell-samples")
+    if a.soc is not None:
+        soc_err = a.soc.soc[idx] - truth.soc[inside]
+        late = t_rel[inside] > 600.0
+        rmse = np.sqrt(np.nanmean(soc_err[late] ** 2, axis=0))
+        est_off = a.soc.soc[-1] - a.soc.soc[-1].mean()
+        true_off = truth.soc[inside][-1] - truth.soc[inside][-1].mean()
+        print(f"truth      SoC vs simulator truth after the first 10 min: RMSE {100 * rmse.mean():.2f}"
+              f" % (worst cell #{int(np.argmax(rmse)) + 1} {100 * rmse.max():.2f} %); final "
+              f"per-cell offsets within {100 * np.abs(est_off - true_off).max():.2f} points")
     print(f"time       {elapsed:.1f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in
                                              a.timings_s.items()) + ")")
     return 0
