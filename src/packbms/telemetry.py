@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import TelemetryError
-from .kernels.align import count_backwards, zoh_events
+from .kernels.align import count_backwards, zoh_events_carry
 from .layout import Layout, SignalGroup
 from .signals import SignalTable
 
-__all__ = ["PackTelemetry", "build_telemetry"]
+__all__ = ["PackTelemetry", "TelemetryAligner", "build_telemetry"]
 
 #: A stale threshold is this many median refresh intervals ...
 STALE_INTERVALS = 5.0
@@ -116,35 +116,6 @@ def _group_events(table: SignalTable, group) -> tuple[np.ndarray, ...]:
     return (np.concatenate(ts), np.concatenate(idx), np.concatenate(vals), backwards)
 
 
-def _align_group(table, group, count, target_abs, notes, label, stale_after_s=None):
-    t, idx, v, backwards = _group_events(table, group)
-    notes["time_backwards"][label] = backwards
-    order = np.argsort(t, kind="stable")
-    t, idx, v = t[order], idx[order], v[order]
-    outside = int(np.count_nonzero((idx < 0) | (idx >= count)))
-    if outside:
-        notes.setdefault("out_of_range_index", {})[label] = outside
-    if stale_after_s is not None:
-        stale_after = stale_after_s
-    else:
-        inside = (idx >= 0) & (idx < count)
-        n_per = np.bincount(idx[inside], minlength=count)
-        first = np.full(count, np.inf)
-        last = np.full(count, -np.inf)
-        np.minimum.at(first, idx[inside], t[inside])
-        np.maximum.at(last, idx[inside], t[inside])
-        ok = n_per > 1
-        interval = np.median((last[ok] - first[ok]) / (n_per[ok] - 1)) if ok.any() else 0.0
-        stale_after = max(STALE_MIN_S, STALE_INTERVALS * float(interval))
-    notes["stale_after_s"][label] = stale_after
-    out = np.empty((len(target_abs), count))
-    stale = np.empty((len(target_abs), count), dtype=bool)
-    zoh_events(target_abs, t, idx, v.astype(np.float64), np.full(count, stale_after), out, stale)
-    seen = np.zeros(count, bool)
-    seen[idx[(idx >= 0) & (idx < count)]] = True
-    return out, stale, seen
-
-
 def _describe(group: SignalGroup, i: int) -> str:
     if group.is_mux:
         k = len(group.signals)
@@ -152,6 +123,243 @@ def _describe(group: SignalGroup, i: int) -> str:
         return (f"{group.message}.{group.signals[j % k]} with {group.mux}={j // k}"
                 if j >= 0 else f"index {i}")
     return group.signal_names()[i]
+
+
+class _GroupAligner:
+    """Carried state of one aligned group (cells, sensors, flags or the pack voltage)."""
+
+    def __init__(self, source, count: int, label: str, stale_after_s: float | None):
+        self.source = source            # SignalGroup or list of signal names
+        self.count = count
+        self.label = label
+        self.fixed_stale = stale_after_s
+        self.stale_after = stale_after_s if stale_after_s is not None else STALE_MIN_S
+        self.frozen = stale_after_s is not None
+        self.cur_v = np.full(count, np.nan)
+        self.cur_t = np.full(count, -np.inf)
+        self.n_seen = np.zeros(count, np.int64)
+        self.first_t = np.full(count, np.inf)
+        self.last_t = np.full(count, -np.inf)
+        self.pending = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
+        self.backwards = 0
+        self.out_of_range = 0
+
+    def _update_stale(self, t, idx):
+        """Stale threshold from the refresh interval seen so far; frozen once every index has
+        at least 10 events, so a long log and its chunks agree after the first seconds."""
+        if self.frozen or len(t) == 0:
+            return
+        np.minimum.at(self.first_t, idx, t)
+        np.maximum.at(self.last_t, idx, t)
+        n = self.n_seen
+        ok = n > 1
+        if ok.any():
+            interval = np.median((self.last_t[ok] - self.first_t[ok]) / (n[ok] - 1))
+            self.stale_after = max(STALE_MIN_S, STALE_INTERVALS * float(interval))
+        if n.min() >= 10:
+            self.frozen = True
+
+    def push(self, table: SignalTable, target_abs: np.ndarray):
+        t, idx, v, backwards = _group_events(table, self.source)
+        self.backwards += backwards
+        inside = (idx >= 0) & (idx < self.count)
+        self.out_of_range += int(np.count_nonzero(~inside))
+        t, idx, v = t[inside], idx[inside], v[inside].astype(np.float64)
+        pt, pi, pv = self.pending
+        if len(pt):
+            t, idx, v = np.concatenate((pt, t)), np.concatenate((pi, idx)), np.concatenate((pv, v))
+        order = np.argsort(t, kind="stable")
+        t, idx, v = t[order], idx[order], v[order]
+        n_t = len(target_abs)
+        out = np.empty((n_t, self.count))
+        stale = np.empty((n_t, self.count), dtype=bool)
+        # the threshold uses the events up to this chunk's end, before the kernel consumes them
+        upto = np.searchsorted(t, target_abs[-1], side="right") if n_t else 0
+        self.n_seen += np.bincount(idx[:upto], minlength=self.count)
+        self._update_stale(t[:upto], idx[:upto])
+        used = zoh_events_carry(target_abs, t, idx, v, np.full(self.count, self.stale_after),
+                                self.cur_v, self.cur_t, out, stale)
+        self.pending = (t[used:], idx[used:], v[used:])
+        return out, stale
+
+    @property
+    def seen(self) -> np.ndarray:
+        """Indices with at least one event so far (applied, or pending after the last sample)."""
+        seen = self.n_seen > 0
+        seen[self.pending[1]] = True
+        return seen
+
+
+class TelemetryAligner:
+    """Incremental alignment: push the decoded signals of consecutive chunks, get telemetry
+    rows for each chunk's current samples, with the held values carried across chunks.
+
+    Pushing a whole log at once gives exactly :func:`build_telemetry`'s result; pushing it in
+    chunks gives the same rows once each group's stale threshold is settled (after every
+    index has been refreshed 10 times; before that the threshold is estimated from the
+    events seen so far). Values that arrive after the current sample they belong to are held
+    back until the next current sample; a current sample older than one already emitted
+    (time going backwards across chunks) is dropped and counted in
+    ``notes["current_dropped_backwards"]``.
+
+    Parameters
+    ----------
+    layout
+        The validated layout.
+    database
+        Optional cantools database (sizes a multiplexed temperature group without ``count``).
+
+    Examples
+    --------
+    >>> al = TelemetryAligner(layout, db)                          # doctest: +SKIP
+    >>> for frames in iter_log("drive.blf"):                       # doctest: +SKIP
+    ...     tel = al.push(decode(frames, cdb))
+    >>> al.finish()                                                 # doctest: +SKIP
+    """
+
+    def __init__(self, layout: Layout, database=None):
+        self.layout = layout
+        self.database = database
+        self.t0: float | None = None
+        self.t_last = -np.inf
+        self.notes: dict = {"time_backwards": {"current": 0}, "stale_after_s": {},
+                            "decode": {"decoded": 0, "unknown_id": 0, "too_short": 0,
+                                       "error_or_remote": 0}}
+        self._gap = {"count": 0, "longest_s": 0.0, "threshold_s": None}
+        self._not_finite = 0
+        self._dropped = 0
+        self._dt_median: float | None = None
+        self._stale_sum = 0
+        self._rows = 0
+        self.source = None
+        S = layout.cells_in_series
+        self.groups: dict[str, _GroupAligner] = {}
+        if layout.pack_voltage_signal:
+            self.groups["pack_voltage"] = _GroupAligner([layout.pack_voltage_signal], 1,
+                                                        "pack_voltage", None)
+        self.groups["cell_voltage"] = _GroupAligner(layout.cell_voltage, S, "cell_voltage",
+                                                    layout.cell_voltage.stale_after_s)
+        self._temp_group = layout.cell_temperature
+        if layout.balancing_flags is not None:
+            self.groups["balancing_flags"] = _GroupAligner(
+                layout.balancing_flags, S, "balancing_flags", layout.balancing_flags.stale_after_s)
+
+    def _ensure_temperature(self, table: SignalTable):
+        tg = self._temp_group
+        if tg is None or "cell_temperature" in self.groups:
+            return
+        k = tg.count
+        if k < 0 and self.database is not None:
+            k = self.layout.mux_cell_count(tg, self.database)
+        if k <= 0:
+            _, idx, _, _ = _group_events(table, tg)
+            k = int(idx.max()) + 1 if len(idx) else 0
+        if k > 0:
+            self.groups["cell_temperature"] = _GroupAligner(tg, k, "cell_temperature",
+                                                            tg.stale_after_s)
+
+    def push(self, signals: SignalTable) -> PackTelemetry:
+        """Align one chunk; returns the telemetry rows of its current samples (maybe none)."""
+        where = _where(signals)
+        self.source = self.source or signals.source
+        for k, v in vars(signals.counts).items():
+            self.notes["decode"][k] += v
+        t_cur, i_cur = signals.signal(self.layout.current_signal)
+        self.notes["time_backwards"]["current"] += int(count_backwards(t_cur))
+        if len(t_cur) and t_cur[0] < self.t_last:
+            self.notes["time_backwards"]["current"] += 1
+        order = np.argsort(t_cur, kind="stable")
+        t_cur, i_cur = t_cur[order], i_cur[order]
+        keep = np.isfinite(i_cur)
+        self._not_finite += int((~keep).sum())
+        late = t_cur < self.t_last
+        self._dropped += int((late & keep).sum())
+        keep &= ~late
+        if not keep.all():
+            t_cur, i_cur = t_cur[keep], i_cur[keep]
+        if self.t0 is None and len(t_cur):
+            self.t0 = float(t_cur[0])
+        if len(t_cur):
+            prev = self.t_last
+            steps = np.diff(t_cur) if not np.isfinite(prev) else np.diff(t_cur, prepend=prev)
+            if self._dt_median is None and len(steps):
+                self._dt_median = float(np.median(steps))
+            if len(steps) and self._dt_median is not None:
+                limit = max(1.0, GAP_INTERVALS * self._dt_median)
+                self._gap["threshold_s"] = limit
+                big = steps[steps > limit]
+                self._gap["count"] += int(len(big))
+                if len(big):
+                    self._gap["longest_s"] = max(self._gap["longest_s"], float(big.max()))
+            self.t_last = float(t_cur[-1])
+        self._ensure_temperature(signals)
+        aligned = {name: g.push(signals, t_cur) for name, g in self.groups.items()}
+        cv, cv_stale = aligned["cell_voltage"]
+        self._stale_sum += int(cv_stale.sum())
+        self._rows += len(t_cur)
+        pv = aligned.get("pack_voltage")
+        temps = aligned.get("cell_temperature")
+        flags = aligned.get("balancing_flags")
+        bal = None
+        if flags is not None and self.groups["balancing_flags"].seen.any():
+            bal = (flags[0] != 0) & ~flags[1]      # stale entries are NaN (!= 0) but masked
+        if temps is not None and not self.groups["cell_temperature"].seen.any():
+            temps = None
+        t0 = self.t0 if self.t0 is not None else 0.0
+        return PackTelemetry(
+            time=t_cur - t0, t0=t0, current=i_cur * self.layout.current_sign,
+            cell_voltage=cv, cell_voltage_stale=cv_stale,
+            pack_voltage=pv[0][:, 0] if pv is not None and self.groups["pack_voltage"].seen[0]
+            else None,
+            cell_temperature=None if temps is None else temps[0],
+            cell_temperature_stale=None if temps is None else temps[1],
+            balancing=bal, notes=self._current_notes(), source=self.source or where.rstrip(": "))
+
+    def _current_notes(self) -> dict:
+        notes = self.notes
+        for name, g in self.groups.items():
+            notes["time_backwards"][name] = g.backwards
+            notes["stale_after_s"][name] = g.stale_after
+            if g.out_of_range:
+                notes.setdefault("out_of_range_index", {})[name] = g.out_of_range
+        if self._not_finite:
+            notes["current_not_finite"] = self._not_finite
+        if self._dropped:
+            notes["current_dropped_backwards"] = self._dropped
+        if self._gap["threshold_s"] is not None:
+            notes["current_gaps"] = dict(self._gap)
+        notes["cell_voltage_stale_fraction"] = (self._stale_sum / (self._rows * self.layout.cells_in_series)
+                                                if self._rows else 0.0)
+        if self._temp_group is not None and "cell_temperature" not in self.groups:
+            notes["cell_temperature_missing"] = True
+        return notes
+
+    def finish(self) -> dict:
+        """Check what the whole stream must satisfy; returns the final notes.
+
+        Raises
+        ------
+        TelemetryError
+            No current sample at all, or a cell whose voltage never appeared.
+        """
+        where = f"{self.source}: " if self.source else ""
+        if self.t0 is None:
+            d = self.notes["decode"]
+            if self._not_finite:
+                raise TelemetryError(f"{where}every value of {self.layout.current_signal!r} is "
+                                     f"NaN or inf")
+            raise TelemetryError(
+                f"{where}no frame carries the current signal {self.layout.current_signal!r} "
+                f"({d['decoded']} frames decoded, {d['unknown_id']} with IDs the database does "
+                f"not know, {d['too_short']} too short); is this the right log and database?")
+        seen = self.groups["cell_voltage"].seen
+        if not seen.all():
+            missing = np.flatnonzero(~seen)
+            names = ", ".join(f"cell {i + 1} ({_describe(self.layout.cell_voltage, i)})"
+                              for i in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise TelemetryError(f"{where}no voltage in the log for {names}{more}")
+        return self._current_notes()
 
 
 def build_telemetry(signals: SignalTable, layout: Layout, database=None) -> PackTelemetry:
@@ -182,76 +390,7 @@ def build_telemetry(signals: SignalTable, layout: Layout, database=None) -> Pack
     >>> tel.cell_voltage.shape                                    # doctest: +SKIP
     (150000, 96)
     """
-    where = _where(signals)
-    notes: dict = {"time_backwards": {}, "stale_after_s": {}, "decode": vars(signals.counts).copy()}
-
-    t_cur, i_cur = signals.signal(layout.current_signal)
-    if len(t_cur) == 0:
-        c = signals.counts
-        raise TelemetryError(
-            f"{where}no frame carries the current signal {layout.current_signal!r} "
-            f"({c.decoded} frames decoded, {c.unknown_id} with IDs the database does not know, "
-            f"{c.too_short} too short); is this the right log and database?")
-    notes["time_backwards"]["current"] = int(count_backwards(t_cur))
-    order = np.argsort(t_cur, kind="stable")
-    t_cur, i_cur = t_cur[order], i_cur[order]
-    finite = np.isfinite(i_cur)
-    if not finite.all():
-        notes["current_not_finite"] = int((~finite).sum())
-        t_cur, i_cur = t_cur[finite], i_cur[finite]
-        if len(t_cur) == 0:
-            raise TelemetryError(f"{where}every value of {layout.current_signal!r} is NaN or inf")
-    t0 = float(t_cur[0])
-    time = t_cur - t0
-    if len(time) > 1:
-        dt = np.diff(time)
-        limit = max(1.0, GAP_INTERVALS * float(np.median(dt)))
-        gaps = np.flatnonzero(dt > limit)
-        notes["current_gaps"] = {"count": int(len(gaps)),
-                                 "longest_s": float(dt[gaps].max()) if len(gaps) else 0.0,
-                                 "threshold_s": limit}
-
-    pack_voltage = None
-    if layout.pack_voltage_signal:
-        pv, _, seen = _align_group(signals, [layout.pack_voltage_signal], 1, t_cur, notes,
-                                   "pack_voltage")
-        pack_voltage = pv[:, 0] if seen[0] else None
-
-    S = layout.cells_in_series
-    cv, cv_stale, seen = _align_group(signals, layout.cell_voltage, S, t_cur, notes,
-                                      "cell_voltage", layout.cell_voltage.stale_after_s)
-    if not seen.all():
-        missing = np.flatnonzero(~seen)
-        names = ", ".join(f"cell {i + 1} ({_describe(layout.cell_voltage, i)})"
-                          for i in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise TelemetryError(f"{where}no voltage in the log for {names}{more}")
-    notes["cell_voltage_stale_fraction"] = float(cv_stale.mean())
-
-    temps = temps_stale = None
-    tg = layout.cell_temperature
-    if tg is not None:
-        k = tg.count
-        if k < 0:
-            k = layout.mux_cell_count(tg, database) if database is not None else 0
-            if k <= 0:
-                _, idx, _, _ = _group_events(signals, tg)
-                k = int(idx.max()) + 1 if len(idx) else 0
-        if k > 0:
-            temps, temps_stale, tseen = _align_group(signals, tg, k, t_cur, notes,
-                                                     "cell_temperature", tg.stale_after_s)
-            if not tseen.any():
-                temps = temps_stale = None
-                notes["cell_temperature_missing"] = True
-
-    bal = None
-    if layout.balancing_flags is not None:
-        b, b_stale, bseen = _align_group(signals, layout.balancing_flags, S, t_cur, notes,
-                                         "balancing_flags", layout.balancing_flags.stale_after_s)
-        if bseen.any():
-            bal = (b != 0) & ~b_stale        # stale entries are NaN (!= 0) but masked
-
-    return PackTelemetry(
-        time=time, t0=t0, current=i_cur * layout.current_sign, cell_voltage=cv,
-        cell_voltage_stale=cv_stale, pack_voltage=pack_voltage, cell_temperature=temps,
-        cell_temperature_stale=temps_stale, balancing=bal, notes=notes, source=signals.source)
+    aligner = TelemetryAligner(layout, database)
+    tel = aligner.push(signals)
+    tel.notes = aligner.finish()
+    return tel
