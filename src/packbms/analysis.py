@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .balancing import estimate_balancing
+from .balancing import plan_balancing
 from .errors import EstimationError
 from .dbc import CompiledDatabase, compile_database, decode, load_database
 from .io import iter_log
 from .layout import Layout, load_layout
 from .signals import concat_signal_tables
-from .soc import estimate_soc
-from .telemetry import PackTelemetry, build_telemetry
+from .soc import estimate_soc, nominal_params
+from .telemetry import PackTelemetry, TelemetryAligner, build_telemetry
 
 __all__ = ["analyze", "load_telemetry", "Analysis"]
 
@@ -30,15 +30,34 @@ DEFAULT_CHUNK_FRAMES = 1_000_000
 
 @dataclass
 class Analysis:
-    """What :func:`analyze` returns: the stored result plus the in-memory telemetry."""
+    """What :func:`analyze` returns.
+
+    Attributes
+    ----------
+    result : store.Result
+        What is (or would be) stored in the HDF5 file.
+    layout : Layout
+    balancing : BalancingPlan or None
+        The plan at the log's end (None with ``method="none"``).
+    soc_state : SocState or None
+        The estimator state after the last sample (to continue with a following log).
+    stats : dict
+        Whole-log figures gathered while streaming (summary printing).
+    timings_s : dict
+        Seconds spent per stage.
+    out : Path or None
+        The written file.
+    method : str
+    """
 
     result: store.Result
-    telemetry: PackTelemetry
     layout: Layout
-    soc: object = None          # packbms.soc.SocResult when a method ran
-    balancing: object = None    # packbms.balancing.BalancingPlan
+    balancing: object = None
+    soc_state: object = None
+    stats: dict = field(default_factory=dict)
     timings_s: dict = field(default_factory=dict)
     out: Path | None = None
+    method: str = "none"
 
 
 def _prepare(dbc, layout) -> tuple[CompiledDatabase, Layout]:
@@ -103,16 +122,6 @@ def load_telemetry(log, dbc, layout, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES
     return tel, lay
 
 
-def _voltage_stats(tel: PackTelemetry) -> dict:
-    v = tel.cell_voltage
-    with np.errstate(invalid="ignore"):
-        return {
-            "/cells/voltage_min": np.nanmin(v, axis=0),
-            "/cells/voltage_max": np.nanmax(v, axis=0),
-            "/cells/voltage_mean": np.nanmean(v, axis=0),
-        }
-
-
 METHODS = ("ekf", "coulomb", "none")
 
 
@@ -122,6 +131,9 @@ DEFAULT_OUTPUT_DT_S = 0.1
 
 def output_rows(time_s: np.ndarray, dt_s: float) -> np.ndarray:
     """Rows kept in the stored result: the last sample of each ``dt_s`` bin (all when 0).
+
+    Bins are ``floor(time_s / dt_s)``, so rows fall on the same grid whichever way a log is
+    chunked.
 
     Examples
     --------
@@ -135,29 +147,156 @@ def output_rows(time_s: np.ndarray, dt_s: float) -> np.ndarray:
     return np.append(np.flatnonzero(b[1:] != b[:-1]), n - 1)
 
 
-def bin_mean_current(time_s: np.ndarray, current_a: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Mean current over each output bin (time-weighted, zero-order hold), so that integrating
-    the stored current gives the same charge as the full-rate signal.
+def bin_mean(values: np.ndarray, hold_s: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Time-weighted mean of ``values`` over each output bin.
 
     Row k stands for the time from its bin's first sample (the one after ``rows[k-1]``) to the
-    next bin's first sample; each sample's current holds until the next sample.
+    next bin's first sample; each sample holds for ``hold_s`` (the time to the next sample).
+    Integrating the result over the bins gives the same charge as the full-rate signal. A bin
+    of zero duration (the log's last sample alone) keeps its sample.
     """
-    n = len(time_s)
-    if len(rows) == n:
-        return current_a.copy()
-    dt = np.diff(time_s, append=time_s[-1])
+    if len(rows) == len(values):
+        return values.copy()
     starts = np.concatenate(([0], rows[:-1] + 1))
-    q = np.add.reduceat(current_a * dt, starts)
-    span = np.add.reduceat(dt, starts)
+    q = np.add.reduceat(values * hold_s, starts)
+    span = np.add.reduceat(hold_s, starts)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = q / span
-    return np.where(span > 0, mean, current_a[rows])
+    return np.where(span > 0, mean, values[rows])
+
+
+class _Decimator:
+    """Cuts full-rate series into the stored rows chunk by chunk, holding back the samples of
+    the last (possibly incomplete) bin until the next chunk or :meth:`finish`."""
+
+    def __init__(self, dt_s: float):
+        self.dt_s = dt_s
+        self.carry: dict | None = None
+        self.parts: dict[str, list] = {}
+
+    def push(self, series: dict, final: bool = False) -> None:
+        if self.carry is not None:
+            series = {k: np.concatenate((self.carry[k], v)) for k, v in series.items()}
+            self.carry = None
+        t = series["/time"]
+        n = len(t)
+        if n == 0:
+            return
+        if final or self.dt_s <= 0:
+            k = n
+        else:
+            b = np.floor(t / self.dt_s)
+            k = int(np.searchsorted(b, b[-1], side="left"))   # first sample of the last bin
+            if k == 0:                                        # a single (open) bin so far
+                self.carry = series
+                return
+        hold = np.diff(t, append=t[-1])                        # time each sample holds
+        rows = output_rows(t[:k], self.dt_s)
+        for key, v in series.items():
+            out = bin_mean(v[:k], hold[:k], rows) if key == "/pack/current" else v[:k][rows]
+            self.parts.setdefault(key, []).append(out)
+        if k < n:
+            self.carry = {key: v[k:] for key, v in series.items()}
+
+    def finish(self) -> dict:
+        if self.carry is not None:
+            self.push({k: v[:0] for k, v in self.carry.items()}, final=True)
+        return {k: np.concatenate(v) for k, v in self.parts.items()}
+
+
+class _Running:
+    """Whole-log statistics accumulated chunk by chunk (summary and per-cell datasets)."""
+
+    def __init__(self):
+        self.v_min = self.v_max = self.v_sum = self.v_n = None
+        self.i_min, self.i_max = np.inf, -np.inf
+        self.ah_out = self.ah_in = 0.0
+        self.pv_min, self.pv_max = np.inf, -np.inf
+        self.temp_min, self.temp_max = np.inf, -np.inf
+        self.temp_sensors = 0
+        self.duty_s = None
+        self.flag_t0 = None
+        self.prev = None          # (t, i, flags) of the previous chunk's last sample
+        self.rows = 0
+        self.end_voltage = None   # last row where every cell had a fresh voltage
+
+    def push(self, tel: PackTelemetry) -> None:
+        n = len(tel)
+        if n == 0:
+            return
+        v = tel.cell_voltage
+        with np.errstate(invalid="ignore"):
+            mins, maxs = np.nanmin(np.where(np.isnan(v), np.inf, v), axis=0), \
+                np.nanmax(np.where(np.isnan(v), -np.inf, v), axis=0)
+        sums = np.nansum(v, axis=0)
+        cnt = np.count_nonzero(~np.isnan(v), axis=0)
+        if self.v_min is None:
+            self.v_min, self.v_max, self.v_sum, self.v_n = mins, maxs, sums, cnt
+        else:
+            self.v_min = np.minimum(self.v_min, mins)
+            self.v_max = np.maximum(self.v_max, maxs)
+            self.v_sum += sums
+            self.v_n += cnt
+        full = np.flatnonzero(~tel.cell_voltage_stale.any(axis=1))
+        if len(full):
+            self.end_voltage = v[full[-1]].copy()
+        self.i_min = min(self.i_min, float(tel.current.min()))
+        self.i_max = max(self.i_max, float(tel.current.max()))
+        t, i = tel.time, tel.current
+        flags = tel.balancing
+        if self.prev is not None:                    # the previous chunk's last sample holds
+            pt, pi, pf = self.prev                   # until this chunk's first
+            t = np.concatenate(([pt], t))
+            i = np.concatenate(([pi], i))
+            if flags is not None and pf is not None:
+                flags = np.concatenate((pf[None, :], flags))
+        dt = np.diff(t)
+        q = i[:-1] * dt
+        self.ah_out += float(q[q > 0].sum()) / 3600.0
+        self.ah_in -= float(q[q < 0].sum()) / 3600.0
+        if flags is not None and len(flags) == len(t):
+            if self.duty_s is None:
+                self.duty_s = np.zeros(flags.shape[1])
+                self.flag_t0 = float(t[0])
+            self.duty_s += (flags[:-1] != 0).T.astype(np.float64) @ dt
+        self.prev = (float(tel.time[-1]), float(tel.current[-1]),
+                     None if tel.balancing is None else tel.balancing[-1].copy())
+        if tel.pack_voltage is not None and np.isfinite(tel.pack_voltage).any():
+            self.pv_min = min(self.pv_min, float(np.nanmin(tel.pack_voltage)))
+            self.pv_max = max(self.pv_max, float(np.nanmax(tel.pack_voltage)))
+        if tel.cell_temperature is not None and np.isfinite(tel.cell_temperature).any():
+            self.temp_min = min(self.temp_min, float(np.nanmin(tel.cell_temperature)))
+            self.temp_max = max(self.temp_max, float(np.nanmax(tel.cell_temperature)))
+            self.temp_sensors = tel.cell_temperature.shape[1]
+        self.rows += n
+
+    def duty(self) -> tuple[np.ndarray | None, float]:
+        if self.duty_s is None or self.prev is None:
+            return None, 0.0
+        span = self.prev[0] - self.flag_t0
+        return (self.duty_s / span if span > 0 else np.zeros_like(self.duty_s)), span
+
+    def voltage_stats(self) -> dict:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "/cells/voltage_min": np.where(self.v_n > 0, self.v_min, np.nan),
+                "/cells/voltage_max": np.where(self.v_n > 0, self.v_max, np.nan),
+                "/cells/voltage_mean": np.where(self.v_n > 0, self.v_sum / self.v_n, np.nan),
+            }
+
+
+METHODS = ("ekf", "coulomb", "none")
 
 
 def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
             output_dt_s: float = DEFAULT_OUTPUT_DT_S,
             chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Analysis:
-    """Analyse one log and optionally write the HDF5 result.
+    """Analyse one log, chunk by chunk, and optionally write the HDF5 result.
+
+    The log is read ``chunk_frames`` frames at a time; each chunk is decoded, aligned
+    (:class:`~packbms.telemetry.TelemetryAligner`) and estimated with the state carried over,
+    then cut to the stored rows. Peak memory is one chunk of frames and telemetry plus the
+    stored (decimated) result, whatever the log's size.
 
     Parameters
     ----------
@@ -195,62 +334,117 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
     """
     if method not in METHODS:
         raise EstimationError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    timings: dict = {}
-    tel, lay = load_telemetry(log, dbc, layout, chunk_frames=chunk_frames, timings=timings)
     if not output_dt_s >= 0:
         raise EstimationError(f"output_dt_s must be >= 0, got {output_dt_s}")
-    series = {
-        "/time": tel.time,
-        "/cells/voltage": tel.cell_voltage,
-        "/cells/voltage_stale": tel.cell_voltage_stale,
-    }
-    if tel.pack_voltage is not None:
-        series["/pack/voltage"] = tel.pack_voltage
-    if tel.cell_temperature is not None:
-        series["/cells/temperature"] = tel.cell_temperature
-    if tel.balancing is not None:
-        series["/cells/balancing"] = tel.balancing
-    datasets = _voltage_stats(tel)
-    soc = plan = None
-    group_attrs: dict = {}
-    extra_attrs: dict = {}
+    timings = {"prepare": 0.0, "read": 0.0, "decode": 0.0, "align": 0.0}
+    clock = _time.perf_counter()
+    cdb, lay = _prepare(dbc, layout)
+    wanted = lay.required_messages(cdb.database)
+    aligner = TelemetryAligner(lay, cdb.database)
+    params = None
     if method != "none":
-        t = _time.perf_counter()
-        soc = estimate_soc(tel, layout=lay, method=method, config=soc_config)
-        soc_sets, extra_attrs = soc.to_datasets()
-        series.update(soc_sets)
-        datasets["/cells/capacity_ah"] = soc.capacity_ah
-        datasets["/cells/resistance_ohm"] = soc.params.r0_ohm
-        timings["estimate"] = _time.perf_counter() - t
-        plan = estimate_balancing(soc, layout=lay, telemetry=tel)
+        params = nominal_params(lay.cells_in_series, lay.capacity_ah,
+                                lay.ocv_table if lay.ocv_table is not None else lay.chemistry)
+    running = _Running()
+    decim = _Decimator(output_dt_s)
+    state = None
+    soc_attrs: dict = {}
+    last_soc = None
+    rests: list = []
+    timings["prepare"] = _time.perf_counter() - clock
+    if method != "none":
+        timings["estimate"] = 0.0
+    clock = _time.perf_counter()
+    for frames in iter_log(log, chunk_frames=chunk_frames):
+        now = _time.perf_counter()
+        timings["read"] += now - clock
+        signals = decode(frames, cdb, messages=wanted)
+        if signals.source is None:
+            signals.source = str(log)
+        del frames
+        clock, now = now, _time.perf_counter()
+        timings["decode"] += now - clock
+        tel = aligner.push(signals)
+        del signals
+        clock, now = now, _time.perf_counter()
+        timings["align"] += now - clock
+        if len(tel) == 0:
+            clock = _time.perf_counter()
+            continue
+        running.push(tel)
+        series = {"/time": tel.time, "/pack/current": tel.current,
+                  "/cells/voltage": tel.cell_voltage,
+                  "/cells/voltage_stale": tel.cell_voltage_stale}
+        if tel.pack_voltage is not None:
+            series["/pack/voltage"] = tel.pack_voltage
+        if tel.cell_temperature is not None:
+            series["/cells/temperature"] = tel.cell_temperature
+        if tel.balancing is not None:
+            series["/cells/balancing"] = tel.balancing
+        if method != "none":
+            soc = estimate_soc(tel, params, method=method, config=soc_config, state=state)
+            state = soc.state
+            sets, soc_attrs = soc.to_datasets()
+            series.update(sets)
+            last_soc = soc
+            rests.extend(soc.info.get("rest_periods", []))
+            clock, now = now, _time.perf_counter()
+            timings["estimate"] += now - clock
+        decim.push(series)
+        clock = _time.perf_counter()
+    notes = aligner.finish()
+    datasets = decim.finish()
+    datasets.update(running.voltage_stats())
+    group_attrs: dict = {}
+    plan = None
+    if last_soc is not None:
+        datasets["/cells/capacity_ah"] = last_soc.capacity_ah
+        datasets["/cells/resistance_ohm"] = last_soc.params.r0_ohm
+        duty, span = running.duty()
+        plan = plan_balancing(last_soc.soc[-1], last_soc.capacity_ah,
+                              bleed_current_a=lay.bleed_current_a,
+                              chemistry=last_soc.params.chemistry,
+                              time_s=float(last_soc.time_s[-1]), observed_duty=duty,
+                              observed_duration_s=span)
         arrays, battrs = plan.to_group()
         datasets.update({f"/balancing/{k}": v for k, v in arrays.items()})
         group_attrs["/balancing"] = battrs
-    rows = output_rows(tel.time, output_dt_s)
-    datasets.update({k: v[rows] for k, v in series.items()})
-    datasets["/pack/current"] = bin_mean_current(tel.time, tel.current, rows)
+    t0 = aligner.t0
     attrs = {
         "source": str(log),
         "layout": lay.text,
         "method": method,
         "output_dt_s": float(output_dt_s),
-        "t0": tel.t0,
-        "notes": json.dumps(tel.notes),
+        "t0": t0,
+        "notes": json.dumps(notes),
     }
     if isinstance(log, (str, Path)):
         attrs["source_sha256"] = store.sha256_file(log)
     if isinstance(dbc, (str, Path)):
         attrs["dbc_sha256"] = store.sha256_file(dbc)
-    attrs.update({k: v for k, v in extra_attrs.items() if k != "method"})
+    attrs.update({k: v for k, v in soc_attrs.items() if k != "method"})
+    t0_unix = t0 if t0 > 1e9 else float("nan")
     result = store.Result(datasets=datasets, attrs=attrs, group_attrs=group_attrs, dataset_attrs={
-        "/time": {"t0_unix": tel.t0 if tel.t0_is_unix else float("nan"),
-                  "output_dt_s": float(output_dt_s)},
+        "/time": {"t0_unix": t0_unix, "output_dt_s": float(output_dt_s)},
         "/pack/current": {"sampling": "time-weighted mean over each row's bin"
-                          if len(rows) < len(tel.time) else "sample"}})
+                          if output_dt_s > 0 else "sample"}})
+    stats = {"running": running, "notes": notes, "rest_periods": _merge_rests(rests),
+             "source": aligner.source, "t0": t0, "rows_full_rate": running.rows}
     out_path = None
     if out is not None:
         t = _time.perf_counter()
         out_path = store.save(result, out)
         timings["write"] = _time.perf_counter() - t
-    return Analysis(result=result, telemetry=tel, layout=lay, soc=soc, balancing=plan,
-                    timings_s=timings, out=out_path)
+    return Analysis(result=result, layout=lay, balancing=plan, soc_state=state, stats=stats,
+                    timings_s=timings, out=out_path, method=method)
+
+
+def _merge_rests(rests: list) -> list:
+    """Join rest periods that a chunk boundary cut in two."""
+    merged: list = []
+    for a, b in sorted(rests):
+        if merged and a <= merged[-1][1] + 1.0:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged

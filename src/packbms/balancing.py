@@ -239,7 +239,8 @@ class BalancingPlan:
 
 def plan_balancing(soc, capacity_ah, *, bleed_current_a: float = 0.1, chemistry="nmc",
                    time_s: float = float("nan"), balancing_flags=None,
-                   flag_time_s=None) -> BalancingPlan:
+                   flag_time_s=None, observed_duty=None,
+                   observed_duration_s: float | None = None) -> BalancingPlan:
     """Imbalance and balancing plans from per-cell SoC and capacity at one instant.
 
     Parameters
@@ -257,6 +258,9 @@ def plan_balancing(soc, capacity_ah, *, bleed_current_a: float = 0.1, chemistry=
     balancing_flags, flag_time_s
         Optional [T, S] per-cell balancing flags and their [T] row times (s): the observed
         duty per cell.
+    observed_duty, observed_duration_s
+        Alternatively, a duty [S] already computed (e.g. accumulated chunk by chunk) over
+        ``observed_duration_s`` seconds.
 
     Returns
     -------
@@ -325,7 +329,13 @@ def plan_balancing(soc, capacity_ah, *, bleed_current_a: float = 0.1, chemistry=
     bottom_transfer = bottom_target - q
 
     duty = observed = obs_dur = None
-    if balancing_flags is not None:
+    if observed_duty is not None:
+        duty = np.asarray(observed_duty, dtype=np.float64)
+        if duty.shape != s.shape:
+            raise EstimationError(f"observed_duty describes {duty.shape[0]} cells, soc {s.size}")
+        obs_dur = float(observed_duration_s or 0.0)
+        observed = duty * obs_dur * bleed_current_a / 3600.0
+    elif balancing_flags is not None:
         if flag_time_s is None:
             raise EstimationError("balancing_flags need flag_time_s (the row times)")
         ft = np.asarray(flag_time_s, dtype=np.float64)

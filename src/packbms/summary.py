@@ -1,4 +1,4 @@
-"""Plain-text summaries printed by the command line."""
+"""Plain-text summaries printed by the command line (from an :class:`Analysis`)."""
 
 from __future__ import annotations
 
@@ -13,41 +13,35 @@ def _fmt_cells(idx, values, unit_fmt):
 
 def telemetry_summary(a: Analysis) -> str:
     """Readable overview of an analysed log: what was decoded, current, voltages, spread."""
-    tel = a.telemetry
-    notes = tel.notes
+    res, st = a.result, a.stats
+    run, notes = st["running"], st["notes"]
     lines = []
     dec = notes.get("decode", {})
-    duration = float(tel.time[-1]) if len(tel.time) else 0.0
-    lines.append(f"log        {tel.source}")
-    lines.append(f"duration   {duration / 60:.1f} min, {len(tel.time)} samples on the current's "
-                 f"time base, {tel.n_cells} cells")
+    time = res["/time"]
+    duration = float(time[-1]) if len(time) else 0.0
+    n_cells = res["/cells/voltage"].shape[1]
+    lines.append(f"log        {st['source']}")
+    lines.append(f"duration   {duration / 60:.1f} min, {run.rows} samples on the current's time "
+                 f"base ({len(time)} stored rows), {n_cells} cells")
     lines.append(f"frames     {dec.get('decoded', 0)} decoded, {dec.get('unknown_id', 0)} with IDs "
                  f"unknown or unused by the layout, {dec.get('too_short', 0)} too short, "
                  f"{dec.get('error_or_remote', 0)} error/remote")
-    dt = np.diff(tel.time)
-    ah_out = float(np.sum(np.clip(tel.current[:-1], 0, None) * dt)) / 3600.0
-    ah_in = float(np.sum(np.clip(-tel.current[:-1], 0, None) * dt)) / 3600.0
-    lines.append(f"current    {tel.current.min():.1f} .. {tel.current.max():.1f} A "
-                 f"(+ = discharge); {ah_out:.2f} Ah out, {ah_in:.2f} Ah in")
-    if tel.pack_voltage is not None and np.isfinite(tel.pack_voltage).any():
-        lines.append(f"pack       {np.nanmin(tel.pack_voltage):.1f} .. "
-                     f"{np.nanmax(tel.pack_voltage):.1f} V")
-    v = tel.cell_voltage
-    with np.errstate(invalid="ignore"):
-        vmin, vmax = np.nanmin(v, axis=0), np.nanmax(v, axis=0)
-        last = v[np.isfinite(v).all(axis=1)]
+    lines.append(f"current    {run.i_min:.1f} .. {run.i_max:.1f} A (+ = discharge); "
+                 f"{run.ah_out:.2f} Ah out, {run.ah_in:.2f} Ah in")
+    if np.isfinite(run.pv_min):
+        lines.append(f"pack       {run.pv_min:.1f} .. {run.pv_max:.1f} V")
+    vmin, vmax = res["/cells/voltage_min"], res["/cells/voltage_max"]
     lines.append(f"cells      {np.nanmin(vmin):.3f} .. {np.nanmax(vmax):.3f} V over the log; "
                  f"{100 * notes.get('cell_voltage_stale_fraction', 0):.2f} % of samples stale")
-    if len(last):
-        end = last[-1]
+    end = run.end_voltage
+    if end is not None:
         order = np.argsort(end)
         lines.append(f"at end     spread {1000 * (end.max() - end.min()):.1f} mV; lowest "
                      f"{_fmt_cells(order[:3], end, lambda x: f'{x:.3f} V')}; highest "
                      f"{_fmt_cells(order[::-1][:3], end, lambda x: f'{x:.3f} V')}")
-    if tel.cell_temperature is not None:
-        lines.append(f"temps      {np.nanmin(tel.cell_temperature):.1f} .. "
-                     f"{np.nanmax(tel.cell_temperature):.1f} degC "
-                     f"({tel.cell_temperature.shape[1]} sensors)")
+    if np.isfinite(run.temp_min):
+        lines.append(f"temps      {run.temp_min:.1f} .. {run.temp_max:.1f} degC "
+                     f"({run.temp_sensors} sensors)")
     back = sum(notes.get("time_backwards", {}).values())
     gaps = notes.get("current_gaps", {}).get("count", 0)
     if back or gaps:
@@ -59,26 +53,25 @@ def telemetry_summary(a: Analysis) -> str:
 
 def soc_summary(a: Analysis) -> str:
     """Per-cell SoC, pack SoC, imbalance and the balancing plan, as the CLI prints them."""
-    if a.soc is None:
+    res, plan = a.result, a.balancing
+    if "/cells/soc" not in res:
         return ""
-    res, plan = a.soc, a.balancing
+    soc, std, usable = res["/cells/soc"], res["/cells/soc_std"], res["/pack/soc"]
     lines = []
-    p = res.pack
     # start at the first row where every cell has had a voltage (before that, cells show the prior)
-    seen = np.flatnonzero(~a.telemetry.cell_voltage_stale.any(axis=1))
+    seen = np.flatnonzero(~res["/cells/voltage_stale"].any(axis=1))
     i0 = int(seen[0]) if len(seen) else 0
-    lines.append(f"method     {res.method} (per-cell SoC with 1-sigma; "
-                 f"{len(res.info.get('rest_periods', []))} rest period(s) found)")
-    lines.append(f"pack SoC   start {100 * p.usable[i0]:.1f} %, end {100 * p.usable[-1]:.1f} % "
+    lines.append(f"method     {a.method} (per-cell SoC with 1-sigma; "
+                 f"{len(a.stats.get('rest_periods', []))} rest period(s) found)")
+    lines.append(f"pack SoC   start {100 * usable[i0]:.1f} %, end {100 * usable[-1]:.1f} % "
                  f"(usable: charge left before the first cell is empty over the charge between "
                  f"first-empty and first-full)")
-    end = res.soc[-1]
-    std = res.soc_std[-1]
+    end = soc[-1]
     order = np.argsort(end)
     lines.append(f"cells end  mean {100 * np.mean(end):.1f} %, lowest "
                  f"{_fmt_cells(order[:3], end, lambda x: f'{100 * x:.1f} %')}; highest "
                  f"{_fmt_cells(order[::-1][:3], end, lambda x: f'{100 * x:.1f} %')}; "
-                 f"median sigma {100 * np.median(std):.2f} %")
+                 f"median sigma {100 * np.median(std[-1]):.2f} %")
     if plan is not None:
         worst = plan.most_imbalanced(5)
         dev = plan.soc - np.median(plan.soc)

@@ -33,21 +33,22 @@ def run(args) -> int:
     print(telemetry_summary(a))
     print(soc_summary(a))
     truth = load_truth(d / "drive_96s.truth.h5")
-    tel = a.telemetry
-    # truth is stored on its own (decimated) time base: compare at the truth's sample times
-    t_rel = truth.time_s - (tel.t0 - truth.t0_unix)
-    inside = (t_rel >= tel.time[0]) & (t_rel <= tel.time[-1])
-    idx = np.searchsorted(tel.time, t_rel[inside], side="right") - 1
-    est = tel.cell_voltage[idx]
-    err = est - truth.voltage_v[inside]
+    res = a.result
+    # truth is stored on its own (decimated) time base: compare at the truth's sample times,
+    # holding the stored row at or before each
+    t_rel = truth.time_s - (res.dataset_attrs["/time"]["t0_unix"] - truth.t0_unix)
+    inside = (t_rel >= res.time[0]) & (t_rel <= res.time[-1])
+    idx = np.searchsorted(res.time, t_rel[inside], side="right") - 1
+    err = res["/cells/voltage"][idx] - truth.voltage_v[inside]
     ok = np.isfinite(err)
     print(f"truth      cell voltage vs simulator truth: RMS {1000 * np.sqrt(np.mean(err[ok] ** 2)):.2f}"
           f" mV, max |err| {1000 * np.abs(err[ok]).max():.1f} mV over {ok.sum()} cell-samples")
-    if a.soc is not None:
-        soc_err = a.soc.soc[idx] - truth.soc[inside]
+    if "/cells/soc" in res:
+        soc = res["/cells/soc"]
+        soc_err = soc[idx] - truth.soc[inside]
         late = t_rel[inside] > 600.0
         rmse = np.sqrt(np.nanmean(soc_err[late] ** 2, axis=0))
-        est_off = a.soc.soc[-1] - a.soc.soc[-1].mean()
+        est_off = soc[-1] - soc[-1].mean()
         true_off = truth.soc[inside][-1] - truth.soc[inside][-1].mean()
         print(f"truth      SoC vs simulator truth after the first 10 min: RMSE {100 * rmse.mean():.2f}"
               f" % (worst cell #{int(np.argmax(rmse)) + 1} {100 * rmse.max():.2f} %); final "
