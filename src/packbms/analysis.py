@@ -25,7 +25,7 @@ from .telemetry import PackTelemetry, TelemetryAligner, build_telemetry
 
 __all__ = ["analyze", "load_telemetry", "Analysis"]
 
-DEFAULT_CHUNK_FRAMES = 1_000_000
+DEFAULT_CHUNK_FRAMES = 100_000
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Analysis:
     Attributes
     ----------
     result : store.Result
-        What is (or would be) stored in the HDF5 file.
+        What is stored in the HDF5 file (kept in memory when ``out`` is None, else read back
+        from the file on first access: the rows are streamed to disk while the log is read).
     layout : Layout
     balancing : BalancingPlan or None
         The plan at the log's end (None with ``method="none"``).
@@ -50,7 +51,6 @@ class Analysis:
     method : str
     """
 
-    result: store.Result
     layout: Layout
     balancing: object = None
     soc_state: object = None
@@ -58,6 +58,14 @@ class Analysis:
     timings_s: dict = field(default_factory=dict)
     out: Path | None = None
     method: str = "none"
+    _result: store.Result | None = field(default=None, repr=False)
+
+    @property
+    def result(self) -> store.Result:
+        """The stored result (read back from ``out`` on first use when it was streamed there)."""
+        if self._result is None and self.out is not None:
+            self._result = store.load(self.out)
+        return self._result
 
 
 def _prepare(dbc, layout) -> tuple[CompiledDatabase, Layout]:
@@ -169,10 +177,11 @@ class _Decimator:
     """Cuts full-rate series into the stored rows chunk by chunk, holding back the samples of
     the last (possibly incomplete) bin until the next chunk or :meth:`finish`."""
 
-    def __init__(self, dt_s: float):
+    def __init__(self, dt_s: float, sink=None):
         self.dt_s = dt_s
         self.carry: dict | None = None
         self.parts: dict[str, list] = {}
+        self.sink = sink          # called with each batch of rows; else rows are kept here
 
     def push(self, series: dict, final: bool = False) -> None:
         if self.carry is not None:
@@ -192,9 +201,13 @@ class _Decimator:
                 return
         hold = np.diff(t, append=t[-1])                        # time each sample holds
         rows = output_rows(t[:k], self.dt_s)
-        for key, v in series.items():
-            out = bin_mean(v[:k], hold[:k], rows) if key == "/pack/current" else v[:k][rows]
-            self.parts.setdefault(key, []).append(out)
+        batch = {key: bin_mean(v[:k], hold[:k], rows) if key == "/pack/current" else v[:k][rows]
+                 for key, v in series.items()}
+        if self.sink is not None:
+            self.sink(batch)
+        else:
+            for key, v in batch.items():
+                self.parts.setdefault(key, []).append(v)
         if k < n:
             self.carry = {key: v[k:] for key, v in series.items()}
 
@@ -219,6 +232,18 @@ class _Running:
         self.prev = None          # (t, i, flags) of the previous chunk's last sample
         self.rows = 0
         self.end_voltage = None   # last row where every cell had a fresh voltage
+        self.soc_start = None     # usable pack SoC at the first row with every cell fresh
+        self.soc_end = self.soc_std_end = None
+        self.usable_end = np.nan
+
+    def push_soc(self, tel: PackTelemetry, soc) -> None:
+        if self.soc_start is None:
+            fresh = np.flatnonzero(~tel.cell_voltage_stale.any(axis=1))
+            if len(fresh):
+                self.soc_start = float(soc.pack.usable[fresh[0]])
+        self.soc_end = soc.soc[-1].copy()
+        self.soc_std_end = soc.soc_std[-1].copy()
+        self.usable_end = float(soc.pack.usable[-1])
 
     def push(self, tel: PackTelemetry) -> None:
         n = len(tel)
@@ -290,7 +315,8 @@ METHODS = ("ekf", "coulomb", "none")
 
 def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
             output_dt_s: float = DEFAULT_OUTPUT_DT_S,
-            chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Analysis:
+            chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+            compression: str | None = "gzip") -> Analysis:
     """Analyse one log, chunk by chunk, and optionally write the HDF5 result.
 
     The log is read ``chunk_frames`` frames at a time; each chunk is decoded, aligned
@@ -315,6 +341,9 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
         every sample. Default 0.1 s.
     chunk_frames
         Frames per read chunk.
+    compression
+        HDF5 compression of ``out``: ``"gzip"`` (default), ``"lzf"`` or None
+        (see :class:`packbms.store.ResultWriter`).
 
     Returns
     -------
@@ -346,14 +375,28 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
         params = nominal_params(lay.cells_in_series, lay.capacity_ah,
                                 lay.ocv_table if lay.ocv_table is not None else lay.chemistry)
     running = _Running()
-    decim = _Decimator(output_dt_s)
+    if chunk_frames < 1:
+        raise EstimationError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    writer = store.ResultWriter(out, compression) if out is not None else None
+    decim = _Decimator(output_dt_s, sink=writer.append if writer is not None else None)
+    timings["prepare"] = _time.perf_counter() - clock
+    if method != "none":
+        timings["estimate"] = 0.0
+    try:
+        return _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, decim,
+                               method, soc_config, output_dt_s, chunk_frames, timings, dbc)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, decim, method,
+                    soc_config, output_dt_s, chunk_frames, timings, dbc) -> Analysis:
     state = None
     soc_attrs: dict = {}
     last_soc = None
     rests: list = []
-    timings["prepare"] = _time.perf_counter() - clock
-    if method != "none":
-        timings["estimate"] = 0.0
     clock = _time.perf_counter()
     for frames in iter_log(log, chunk_frames=chunk_frames):
         now = _time.perf_counter()
@@ -384,6 +427,7 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
         if method != "none":
             soc = estimate_soc(tel, params, method=method, config=soc_config, state=state)
             state = soc.state
+            running.push_soc(tel, soc)
             sets, soc_attrs = soc.to_datasets()
             series.update(sets)
             last_soc = soc
@@ -391,15 +435,18 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
             clock, now = now, _time.perf_counter()
             timings["estimate"] += now - clock
         decim.push(series)
+        clock, now = now, _time.perf_counter()
+        timings["write"] = timings.get("write", 0.0) + now - clock
         clock = _time.perf_counter()
     notes = aligner.finish()
-    datasets = decim.finish()
-    datasets.update(running.voltage_stats())
+    t_write = _time.perf_counter()
+    datasets = decim.finish()               # rows already went to the writer when writing
+    fixed = running.voltage_stats()
     group_attrs: dict = {}
     plan = None
     if last_soc is not None:
-        datasets["/cells/capacity_ah"] = last_soc.capacity_ah
-        datasets["/cells/resistance_ohm"] = last_soc.params.r0_ohm
+        fixed["/cells/capacity_ah"] = last_soc.capacity_ah
+        fixed["/cells/resistance_ohm"] = last_soc.params.r0_ohm
         duty, span = running.duty()
         plan = plan_balancing(last_soc.soc[-1], last_soc.capacity_ah,
                               bleed_current_a=lay.bleed_current_a,
@@ -407,7 +454,7 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
                               time_s=float(last_soc.time_s[-1]), observed_duty=duty,
                               observed_duration_s=span)
         arrays, battrs = plan.to_group()
-        datasets.update({f"/balancing/{k}": v for k, v in arrays.items()})
+        fixed.update({f"/balancing/{k}": v for k, v in arrays.items()})
         group_attrs["/balancing"] = battrs
     t0 = aligner.t0
     attrs = {
@@ -424,19 +471,29 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
         attrs["dbc_sha256"] = store.sha256_file(dbc)
     attrs.update({k: v for k, v in soc_attrs.items() if k != "method"})
     t0_unix = t0 if t0 > 1e9 else float("nan")
-    result = store.Result(datasets=datasets, attrs=attrs, group_attrs=group_attrs, dataset_attrs={
+    dataset_attrs = {
         "/time": {"t0_unix": t0_unix, "output_dt_s": float(output_dt_s)},
         "/pack/current": {"sampling": "time-weighted mean over each row's bin"
-                          if output_dt_s > 0 else "sample"}})
+                          if output_dt_s > 0 else "sample"}}
     stats = {"running": running, "notes": notes, "rest_periods": _merge_rests(rests),
              "source": aligner.source, "t0": t0, "rows_full_rate": running.rows}
-    out_path = None
-    if out is not None:
-        t = _time.perf_counter()
-        out_path = store.save(result, out)
-        timings["write"] = _time.perf_counter() - t
-    return Analysis(result=result, layout=lay, balancing=plan, soc_state=state, stats=stats,
-                    timings_s=timings, out=out_path, method=method)
+    result = out_path = None
+    if writer is not None:
+        for key, arr in fixed.items():
+            writer.put(key, arr)
+        writer.attrs(attrs)
+        for key, a in dataset_attrs.items():
+            writer.attrs(a, key)
+        for group, a in group_attrs.items():
+            writer.attrs(a, group)
+        out_path = writer.close()
+        timings["write"] = timings.get("write", 0.0) + _time.perf_counter() - t_write
+    else:
+        datasets.update(fixed)
+        result = store.Result(datasets=datasets, attrs=attrs, group_attrs=group_attrs,
+                              dataset_attrs=dataset_attrs)
+    return Analysis(layout=lay, balancing=plan, soc_state=state, stats=stats,
+                    timings_s=timings, out=out_path, method=method, _result=result)
 
 
 def _merge_rests(rests: list) -> list:

@@ -14,6 +14,11 @@
     /cells/voltage_min, /cells/voltage_max, /cells/voltage_mean [S] V over the log
     /balancing, /quality  groups of per-cell arrays and scalar attrs
 
+Per-cell time series ([T, S] and [T, K] floats) are stored as float32: 0.24 µV at 4 V and 6e-8
+in SoC, far below any sensor's resolution, and it makes files about 3x smaller and writing about
+3x faster than float64 (gzip level 1 with shuffle; ``compression="lzf"`` or ``None`` trade size for
+speed). Everything else keeps its dtype.
+
 Root attrs: ``schema`` ("packbms-result"), ``schema_version``, ``packbms_version``, ``source``,
 ``source_sha256``, ``dbc_sha256``, ``layout`` (its text), ``method``. Every dataset carries a
 ``units`` attr. Files are written under a temporary name in the target folder and renamed, so a
@@ -33,7 +38,7 @@ import numpy as np
 from ._version import __version__
 from .errors import StorageError
 
-__all__ = ["Result", "save", "load", "sha256_file", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["Result", "ResultWriter", "save", "load", "sha256_file", "SCHEMA", "SCHEMA_VERSION"]
 
 SCHEMA = "packbms-result"
 SCHEMA_VERSION = 1
@@ -144,7 +149,148 @@ def _to_attr(value):
     return value
 
 
-def save(result: Result, path) -> Path:
+COMPRESSIONS = ("gzip", "lzf", None)
+
+
+def _stored(arr: np.ndarray) -> np.ndarray:
+    """The array as stored: per-cell float series go to float32 (see the module docstring)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2 and arr.dtype == np.float64:
+        return arr.astype(np.float32)
+    return arr
+
+
+def _chunk_rows(row_elems: int) -> int:
+    """Rows per HDF5 chunk: about 256 k elements (1-2 MB) per chunk."""
+    return max(1, min(1 << 16, (1 << 18) // max(1, row_elems)))
+
+
+class ResultWriter:
+    """Write a result file incrementally: time series appended chunk by chunk, so a log of any
+    length is written in bounded memory. Use as a context manager; the file appears under its
+    final name only when the block ends without an exception.
+
+    Parameters
+    ----------
+    path
+        Target ``.h5`` file; its folder must exist.
+    compression
+        ``"gzip"`` (default, level 1, readable everywhere), ``"lzf"`` (faster, h5py only) or
+        None.
+
+    Raises
+    ------
+    StorageError
+        The folder does not exist or the file cannot be written.
+
+    Examples
+    --------
+    >>> with ResultWriter("drive.h5") as w:                       # doctest: +SKIP
+    ...     for rows in chunks:
+    ...         w.append({"/time": rows.time, "/cells/soc": rows.soc})
+    ...     w.put("/cells/capacity_ah", capacity)
+    ...     w.attrs({"method": "ekf"})
+    """
+
+    def __init__(self, path, compression: str | None = "gzip"):
+        import h5py
+
+        if compression not in COMPRESSIONS:
+            raise StorageError(f"compression must be one of {list(COMPRESSIONS)}, got "
+                               f"{compression!r}")
+        self.filters = {"gzip": dict(compression="gzip", compression_opts=1, shuffle=True),
+                        "lzf": dict(compression="lzf", shuffle=True), None: {}}[compression]
+        self.path = Path(path)
+        if not self.path.parent.exists():
+            raise StorageError(f"{self.path}: folder {self.path.parent} does not exist")
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
+        try:
+            self.f = h5py.File(self.tmp, "w")
+            self.f.attrs["schema"] = SCHEMA
+            self.f.attrs["schema_version"] = SCHEMA_VERSION
+            self.f.attrs["packbms_version"] = __version__
+        except OSError as e:
+            self.abort()
+            raise StorageError(f"{self.path}: cannot write result ({e})") from e
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            self.abort()
+            raise StorageError(f"{self.path}: cannot write result ({e})") from e
+
+    def append(self, series: dict) -> None:
+        """Append rows (axis 0) to resizable datasets, created on first use."""
+        self._guard(self._append, series)
+
+    def _append(self, series: dict) -> None:
+        for key, arr in series.items():
+            arr = _stored(arr)
+            if key not in self.f:
+                row = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+                ds = self.f.create_dataset(
+                    key, shape=(0,) + arr.shape[1:], maxshape=(None,) + arr.shape[1:],
+                    dtype=arr.dtype, chunks=(_chunk_rows(row),) + arr.shape[1:],
+                    **self.filters)
+                ds.attrs["units"] = units_of(key)
+            ds = self.f[key]
+            n = ds.shape[0]
+            ds.resize(n + arr.shape[0], axis=0)
+            ds[n:] = arr
+
+    def put(self, key: str, arr) -> None:
+        """Write a whole dataset at once."""
+        self._guard(self._put, key, arr)
+
+    def _put(self, key: str, arr) -> None:
+        arr = _stored(arr)
+        kwargs = {}
+        if arr.ndim >= 1 and arr.size > 1024:
+            row = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+            kwargs = dict(chunks=(min(arr.shape[0], _chunk_rows(row)),) + arr.shape[1:],
+                          **self.filters)
+        ds = self.f.create_dataset(key, data=arr, **kwargs)
+        ds.attrs["units"] = units_of(key)
+
+    def attrs(self, attrs: dict, node: str = "/") -> None:
+        """Set attributes on the root, a group (created if needed) or a dataset."""
+        def set_all():
+            obj = self.f[node] if node in self.f else self.f.require_group(node)
+            for k, v in attrs.items():
+                obj.attrs[k] = _to_attr(v)
+        self._guard(set_all)
+
+    def close(self) -> Path:
+        """Finish the file and move it to its final name."""
+        try:
+            self.f.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise StorageError(f"{self.path}: cannot write result ({e})") from e
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (the final name is left untouched)."""
+        try:
+            if getattr(self, "f", None) is not None and self.f.id.valid:
+                self.f.close()
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def save(result: Result, path, compression: str | None = "gzip") -> Path:
     """Write ``result`` to ``path`` atomically (temporary name, then rename).
 
     Parameters
@@ -153,6 +299,8 @@ def save(result: Result, path) -> Path:
         The datasets and attributes to store.
     path
         Target ``.h5`` file; its folder must exist.
+    compression
+        As for :class:`ResultWriter`.
 
     Returns
     -------
@@ -164,41 +312,16 @@ def save(result: Result, path) -> Path:
     StorageError
         The folder does not exist or the file cannot be written.
     """
-    import h5py
-
-    path = Path(path)
-    if not path.parent.exists():
-        raise StorageError(f"{path}: folder {path.parent} does not exist")
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = SCHEMA
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["packbms_version"] = __version__
-            for k, v in result.attrs.items():
-                f.attrs[k] = _to_attr(v)
-            for key, arr in result.datasets.items():
-                arr = np.asarray(arr)
-                kwargs = {}
-                if arr.ndim >= 1 and arr.size > 1024:
-                    rows = max(1, min(arr.shape[0], (1 << 18) // max(1, arr[0].size)))
-                    kwargs = dict(chunks=(rows,) + arr.shape[1:], compression="gzip",
-                                  compression_opts=4, shuffle=True)
-                ds = f.create_dataset(key, data=arr, **kwargs)
-                ds.attrs["units"] = units_of(key)
-                for k, v in result.dataset_attrs.get(key, {}).items():
-                    ds.attrs[k] = _to_attr(v)
-            for group, attrs in result.group_attrs.items():
-                g = f.require_group(group)
-                for k, v in attrs.items():
-                    g.attrs[k] = _to_attr(v)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise StorageError(f"{path}: cannot write result ({e})") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with ResultWriter(path, compression) as w:
+        w.attrs(result.attrs)
+        for key, arr in result.datasets.items():
+            w.put(key, arr)
+        for key, attrs in result.dataset_attrs.items():
+            if key in result.datasets:
+                w.attrs(attrs, key)
+        for group, attrs in result.group_attrs.items():
+            w.attrs(attrs, group)
+    return Path(path)
 
 
 def load(path) -> Result:

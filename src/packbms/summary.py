@@ -13,16 +13,15 @@ def _fmt_cells(idx, values, unit_fmt):
 
 def telemetry_summary(a: Analysis) -> str:
     """Readable overview of an analysed log: what was decoded, current, voltages, spread."""
-    res, st = a.result, a.stats
+    st = a.stats
     run, notes = st["running"], st["notes"]
     lines = []
     dec = notes.get("decode", {})
-    time = res["/time"]
-    duration = float(time[-1]) if len(time) else 0.0
-    n_cells = res["/cells/voltage"].shape[1]
+    duration = run.prev[0] if run.prev is not None else 0.0
+    n_cells = len(run.v_min)
     lines.append(f"log        {st['source']}")
     lines.append(f"duration   {duration / 60:.1f} min, {run.rows} samples on the current's time "
-                 f"base ({len(time)} stored rows), {n_cells} cells")
+                 f"base, {n_cells} cells")
     lines.append(f"frames     {dec.get('decoded', 0)} decoded, {dec.get('unknown_id', 0)} with IDs "
                  f"unknown or unused by the layout, {dec.get('too_short', 0)} too short, "
                  f"{dec.get('error_or_remote', 0)} error/remote")
@@ -30,8 +29,7 @@ def telemetry_summary(a: Analysis) -> str:
                  f"{run.ah_out:.2f} Ah out, {run.ah_in:.2f} Ah in")
     if np.isfinite(run.pv_min):
         lines.append(f"pack       {run.pv_min:.1f} .. {run.pv_max:.1f} V")
-    vmin, vmax = res["/cells/voltage_min"], res["/cells/voltage_max"]
-    lines.append(f"cells      {np.nanmin(vmin):.3f} .. {np.nanmax(vmax):.3f} V over the log; "
+    lines.append(f"cells      {np.min(run.v_min):.3f} .. {np.max(run.v_max):.3f} V over the log; "
                  f"{100 * notes.get('cell_voltage_stale_fraction', 0):.2f} % of samples stale")
     end = run.end_voltage
     if end is not None:
@@ -53,25 +51,23 @@ def telemetry_summary(a: Analysis) -> str:
 
 def soc_summary(a: Analysis) -> str:
     """Per-cell SoC, pack SoC, imbalance and the balancing plan, as the CLI prints them."""
-    res, plan = a.result, a.balancing
-    if "/cells/soc" not in res:
+    plan, run = a.balancing, a.stats["running"]
+    if run.soc_end is None:
         return ""
-    soc, std, usable = res["/cells/soc"], res["/cells/soc_std"], res["/pack/soc"]
     lines = []
-    # start at the first row where every cell has had a voltage (before that, cells show the prior)
-    seen = np.flatnonzero(~res["/cells/voltage_stale"].any(axis=1))
-    i0 = int(seen[0]) if len(seen) else 0
     lines.append(f"method     {a.method} (per-cell SoC with 1-sigma; "
                  f"{len(a.stats.get('rest_periods', []))} rest period(s) found)")
-    lines.append(f"pack SoC   start {100 * usable[i0]:.1f} %, end {100 * usable[-1]:.1f} % "
+    # start at the first sample where every cell has had a voltage (before, cells show the prior)
+    start = run.soc_start if run.soc_start is not None else np.nan
+    lines.append(f"pack SoC   start {100 * start:.1f} %, end {100 * run.usable_end:.1f} % "
                  f"(usable: charge left before the first cell is empty over the charge between "
                  f"first-empty and first-full)")
-    end = soc[-1]
+    end = run.soc_end
     order = np.argsort(end)
     lines.append(f"cells end  mean {100 * np.mean(end):.1f} %, lowest "
                  f"{_fmt_cells(order[:3], end, lambda x: f'{100 * x:.1f} %')}; highest "
                  f"{_fmt_cells(order[::-1][:3], end, lambda x: f'{100 * x:.1f} %')}; "
-                 f"median sigma {100 * np.median(std[-1]):.2f} %")
+                 f"median sigma {100 * np.median(run.soc_std_end):.2f} %")
     if plan is not None:
         worst = plan.most_imbalanced(5)
         dev = plan.soc - np.median(plan.soc)

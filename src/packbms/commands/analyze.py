@@ -19,8 +19,12 @@ def add_subparser(subparsers):
     p.add_argument("--output-dt", type=float, default=0.1, metavar="SECONDS",
                    help="row spacing of the stored time series (default 0.1 s; 0 keeps every "
                         "sample of the current; estimation always uses every sample)")
-    p.add_argument("--chunk-frames", type=int, default=1_000_000,
-                   help="frames per read chunk (bounds memory; default 1000000)")
+    p.add_argument("--chunk-frames", type=int, default=100_000,
+                   help="frames per read chunk: peak memory is about one chunk plus the stored "
+                        "result (default 100000)")
+    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
+                   help="HDF5 compression (default gzip, readable everywhere; lzf is faster but "
+                        "h5py-only)")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(run=run)
 
@@ -36,9 +40,11 @@ def run(args) -> int:
     if args.output_dt < 0:
         raise PackBMSError(f"--output-dt must be >= 0, got {args.output_dt}")
     a = analyze(args.log, args.dbc, args.layout, out=out, method=args.method,
-                output_dt_s=args.output_dt, chunk_frames=args.chunk_frames)
+                output_dt_s=args.output_dt, chunk_frames=args.chunk_frames,
+                compression=None if args.compression == "none" else args.compression)
     if not args.quiet:
         print(telemetry_summary(a))
-        if a.soc is not None:
-            print(soc_summary(a))
+        text = soc_summary(a)
+        if text:
+            print(text)
     return 0

@@ -1,0 +1,76 @@
+"""Peak memory of `packbms analyze` on a long generated log versus the log's decoded size.
+
+Builds an N-hour 96-cell drive by repeating a simulated 1-hour drive back to back (time
+shifted), writes it as one BLF, then runs `packbms analyze` in a fresh process and reads its
+peak RSS (ru_maxrss of the child). The decoded size is what holding the whole log would take:
+the frames as a FrameTable plus the full-rate aligned telemetry [T, S] (voltage, stale mask,
+SoC, sigma).
+
+    python benchmarks/bench_memory.py --hours 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from packbms.io import write_log
+from packbms.io.frames import FrameTable
+from packbms.simulate import SimConfig, make_dbc_text, make_layout_text, simulate_pack
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hours", type=int, default=8)
+    ap.add_argument("--chunk-frames", type=int, default=100_000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="packbms-mem-"))
+    cfg = SimConfig(duration_s=3600.0)
+    one = simulate_pack(cfg, seed=1).frames
+    span = float(one.timestamp[-1] - one.timestamp[0]) + 0.01
+    parts = []
+    for h in range(args.hours):
+        p = one.take(slice(None))
+        p.timestamp = one.timestamp + h * span
+        parts.append(p)
+    frames = FrameTable.concat(parts)
+    del parts
+    log = tmp / "long.blf"
+    write_log(log, frames)
+    (tmp / "pack.dbc").write_text(make_dbc_text(96))
+    (tmp / "pack.toml").write_text(make_layout_text(cfg))
+    n = len(frames)
+    frame_bytes = sum(getattr(frames, c).nbytes for c in (
+        "timestamp", "arbitration_id", "is_extended", "is_fd", "is_error", "is_remote", "dlc",
+        "channel", "data"))
+    T = int(round(args.hours * 3600 * 100))              # current at 100 Hz
+    telemetry_bytes = T * 96 * (8 + 1 + 8 + 8)           # voltage, stale, soc, soc_std
+    del frames
+    cmd = [sys.executable, "-m", "packbms", "analyze", str(log), "--dbc", str(tmp / "pack.dbc"),
+           "--layout", str(tmp / "pack.toml"), "--out", str(tmp / "long.h5"), "--quiet",
+           "--chunk-frames", str(args.chunk_frames)]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    decoded_mb = (frame_bytes + telemetry_bytes) / 1e6
+    print(f"| analyze {args.hours} h x 96 cells ({n / 1e6:.1f} M frames, "
+          f"{log.stat().st_size / 1e6:.0f} MB BLF) | peak RSS {peak_mb:.0f} MB | decoded size "
+          f"{decoded_mb:.0f} MB | {decoded_mb / peak_mb:.1f}x | {wall:.1f} s wall, "
+          f"{n / wall / 1e6:.2f} M frames/s | `python benchmarks/bench_memory.py --hours "
+          f"{args.hours}` |")
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+
+
+if __name__ == "__main__":
+    main()
