@@ -250,16 +250,15 @@ class _Running:
         if n == 0:
             return
         v = tel.cell_voltage
-        with np.errstate(invalid="ignore"):
-            mins, maxs = np.nanmin(np.where(np.isnan(v), np.inf, v), axis=0), \
-                np.nanmax(np.where(np.isnan(v), -np.inf, v), axis=0)
-        sums = np.nansum(v, axis=0)
+        # fmin/fmax skip NaN (stale) without copying the chunk; all-NaN columns give NaN
+        mins, maxs = np.fmin.reduce(v, axis=0), np.fmax.reduce(v, axis=0)
         cnt = np.count_nonzero(~np.isnan(v), axis=0)
+        sums = np.nansum(v, axis=0)
         if self.v_min is None:
             self.v_min, self.v_max, self.v_sum, self.v_n = mins, maxs, sums, cnt
         else:
-            self.v_min = np.minimum(self.v_min, mins)
-            self.v_max = np.maximum(self.v_max, maxs)
+            self.v_min = np.fmin(self.v_min, mins)
+            self.v_max = np.fmax(self.v_max, maxs)
             self.v_sum += sums
             self.v_n += cnt
         full = np.flatnonzero(~tel.cell_voltage_stale.any(axis=1))

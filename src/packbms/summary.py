@@ -29,7 +29,7 @@ def telemetry_summary(a: Analysis) -> str:
                  f"{run.ah_out:.2f} Ah out, {run.ah_in:.2f} Ah in")
     if np.isfinite(run.pv_min):
         lines.append(f"pack       {run.pv_min:.1f} .. {run.pv_max:.1f} V")
-    lines.append(f"cells      {np.min(run.v_min):.3f} .. {np.max(run.v_max):.3f} V over the log; "
+    lines.append(f"cells      {np.nanmin(run.v_min):.3f} .. {np.nanmax(run.v_max):.3f} V over the log; "
                  f"{100 * notes.get('cell_voltage_stale_fraction', 0):.2f} % of samples stale")
     end = run.end_voltage
     if end is not None:
