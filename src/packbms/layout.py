@@ -51,7 +51,7 @@ from .errors import LayoutError, closest_names
 __all__ = ["Layout", "SignalGroup", "load_layout", "parse_layout"]
 
 _KNOWN_SECTIONS = {"pack", "current", "pack_voltage", "cell_voltage", "cell_temperature",
-                   "balancing_flags", "balancing", "publish", "quality", "estimation"}
+                   "balancing_flags", "balancing", "publish", "quality", "estimation", "fleet"}
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,12 @@ class Result:
     def time(self) -> np.ndarray:
         return self["/time"]
 
+    def to_dataframe(self, *args, **kwargs):
+        """A pandas DataFrame of part of the result (needs pandas); see
+        :func:`packbms.dataframes.to_dataframe` for ``which`` ("pack", "cells/soc", ...)."""
+        from .dataframes import to_dataframe
+        return to_dataframe(self, *args, **kwargs)
+
     @property
     def n_cells(self) -> int:
         return self["/cells/voltage"].shape[1]
