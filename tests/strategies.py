@@ -541,3 +541,174 @@ def segment_plans(*, max_segments: int = 6, max_seconds: float = 60.0):
     seg = _st.tuples(_st.sampled_from(SEGMENT_KINDS),
                      _st.integers(1, int(max_seconds * 10)).map(lambda n: n / 10.0))
     return _st.lists(seg, min_size=1, max_size=max_segments)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw BLF objects and byte mutations (packbms.io native readers: oracle and fuzz tests)
+# ---------------------------------------------------------------------------------------------
+# ``blf_objects`` draws the frame objects python-can's BLFReader reads (CAN_MESSAGE,
+# CAN_MESSAGE2, CAN_ERROR_EXT, CAN_FD_MESSAGE, CAN_FD_MESSAGE_64) and objects it skips, with object
+# header versions 1 and 2, both timestamp units and offsets past 2**53 units; ``blf_bytes``
+# packs them into log containers cut at arbitrary points, so objects straddle containers.
+# ``byte_mutations`` flips, inserts and deletes bytes and may cut the file.
+
+BLF_FRAME_TYPES = (1, 86, 73, 100, 101)
+
+
+def _blf_object(otype: int, body: bytes, *, hver: int, tflags: int, ts: int) -> bytes:
+    import struct
+
+    if hver == 1:
+        head = struct.pack("<LHHQ", tflags, 0, 0, ts)
+    else:
+        head = struct.pack("<LBxHQQ", tflags, 0, 0, ts, 0)
+    hsize = 16 + len(head)
+    size = hsize + len(body)
+    obj = struct.pack("<4sHHLL", b"LOBJ", hsize, hver, size, otype) + head + body
+    return obj + b"\x00" * (size % 4)
+
+
+@_st.composite
+def blf_objects(draw, *, max_objects: int = 12, bad: bool = False):
+    """A list of raw BLF objects (bytes). ``bad=True`` also draws DLCs over 64 and FD payload
+    lengths over 64 (records packbms refuses)."""
+    import struct
+
+    objs = []
+    for _ in range(draw(_st.integers(0, max_objects))):
+        otype = draw(_st.sampled_from(BLF_FRAME_TYPES + (96, 65, 999)))
+        hver = draw(_st.sampled_from((1, 1, 2)))
+        tflags = draw(_st.sampled_from((1, 2, 2, 0)))
+        ts = draw(_st.one_of(_st.integers(0, 10 ** 12), _st.integers(0, 2 ** 64 - 1)))
+        chan = draw(_st.integers(0, 5))
+        can_id = draw(_st.integers(0, 0x7FF)) | (draw(_st.sampled_from((0, 0x80000000)))
+                                                | (draw(_st.integers(0, 0x1FFFFFFF))
+                                                   if draw(_st.booleans()) else 0))
+        data = draw(_st.binary(min_size=64, max_size=64))
+        dlc_max = 255 if bad else 15
+        if otype in (1, 86):
+            dlc = draw(_st.integers(0, dlc_max if bad else 15))
+            flags = draw(_st.sampled_from((0, 0x80, 0x01)))
+            body = struct.pack("<HBBL8s", chan, flags, dlc, can_id, data[:8])
+            if otype == 86:
+                body += bytes(8)
+        elif otype == 73:
+            dlc = draw(_st.integers(0, dlc_max if bad else 8))
+            body = struct.pack("<HHLBBBxLLH2x8s", chan, 0, 0, 0, 0, dlc, 0, can_id, 0, data[:8])
+        elif otype == 100:
+            dlc = draw(_st.integers(0, 20))
+            valid = draw(_st.integers(0, 80))
+            fdflags = draw(_st.integers(0, 7))
+            flags = draw(_st.sampled_from((0, 0x80)))
+            body = struct.pack("<HBBLLBBB5x64s", chan, flags, dlc, can_id, 0, 0, fdflags, valid,
+                               data) + bytes(4)
+        elif otype == 101:
+            dlc = draw(_st.integers(0, 15))
+            valid = draw(_st.integers(0, 80 if bad else 64))
+            stored = draw(_st.integers(0, 64))
+            fdflags = draw(_st.sampled_from((0, 0x1000, 0x1010, 0x3000, 0x0010)))
+            ext = draw(_st.sampled_from((0, 0, 0, 40 + 32 + stored)))
+            body = struct.pack("<BBBBLLLLLLLHBBL", chan, dlc, valid, 0, can_id, 0, fdflags, 0,
+                               0, 0, 0, 0, 0, ext, 0) + data[:stored]
+        else:
+            body = draw(_st.binary(max_size=40))
+        objs.append(_blf_object(otype, body, hver=hver, tflags=tflags, ts=ts))
+    return objs
+
+
+@_st.composite
+def blf_bytes(draw, *, max_objects: int = 12, bad: bool = False):
+    """A whole BLF file (bytes) holding ``blf_objects`` in zlib or stored containers cut at
+    drawn points (objects straddle containers), with a drawn start time in the header."""
+    import struct
+    import zlib
+
+    objs = draw(blf_objects(max_objects=max_objects, bad=bad))
+    stream = b"".join(objs)
+    cuts = sorted(set(draw(_st.lists(_st.integers(0, len(stream)), max_size=4))))
+    pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)]) if b > a]
+    body = b""
+    for piece in pieces:
+        method = draw(_st.sampled_from((0, 2)))
+        packed = zlib.compress(piece) if method == 2 else piece
+        size = 32 + len(packed)
+        body += (struct.pack("<4sHHLL", b"LOBJ", 16, 1, size, 10)
+                 + struct.pack("<H6xL4x", method, len(piece)) + packed + b"\x00" * (size % 4))
+    start = draw(_st.sampled_from(((0,) * 8, (2024, 5, 3, 9, 13, 45, 7, 123),
+                                   (2024, 13, 0, 1, 0, 0, 0, 0))))
+    header = struct.pack("<4sLBBBBBBBBQQLL8H8H", b"LOGG", 144, 5, 0, 0, 0, 2, 6, 8, 1,
+                         144 + len(body), 0, len(objs), 0, *start, *start)
+    return header + b"\x00" * (144 - len(header)) + body
+
+
+@_st.composite
+def byte_mutations(draw, raw: bytes, *, max_edits: int = 4, ascii_only: bool = False):
+    """``raw`` with 1..max_edits edits (overwrite, insert or delete a few bytes) and maybe cut."""
+    out = bytearray(raw)
+    alphabet = (_st.binary(min_size=1, max_size=4) if not ascii_only else
+                _st.text(alphabet=[chr(c) for c in range(9, 127)], min_size=1, max_size=4)
+                .map(lambda s: s.encode("ascii")))
+    # positions from a drawn Random: integers() would cluster the edits near the file start
+    rnd = draw(_st.randoms(use_true_random=False))
+    for _ in range(draw(_st.integers(1, max_edits))):
+        at = rnd.randrange(len(out) + 1)
+        kind = draw(_st.sampled_from(("set", "insert", "delete")))
+        if kind == "set" and at < len(out):
+            new = draw(alphabet)
+            out[at:at + len(new)] = new
+        elif kind == "insert":
+            out[at:at] = draw(alphabet)
+        else:
+            del out[at:at + draw(_st.integers(1, 8))]
+    if draw(_st.integers(0, 9)) == 0:
+        out = out[:rnd.randrange(len(out) + 1)]
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identification drives (packbms.identify, packbms.quality, the smoother)
+# ---------------------------------------------------------------------------------------------
+# A one-hour drive designed for identification: an initial rest, a long highway discharge, a
+# rest, a 1 C charge, a rest, another discharge and a last rest (four OCV readings whose charge
+# and time are not collinear), 24 cells, with the estimators' handicaps: a 0.5 A current offset
+# and 0.5 A noise, two true RC pairs, Arrhenius resistances with a thermal model, balancing.
+ID_SEGMENTS = "rest:60,highway:900,rest:480,charge:600,rest:480,highway:600,rest:480"
+ID_SENSOR = dict(current_offset_a=0.5, current_noise_a=0.5)
+
+
+def id_config(**overrides):
+    """The :class:`packbms.simulate.SimConfig` of the identification drive."""
+    from packbms.simulate import SimConfig
+    kw = dict(cells=24, segments=ID_SEGMENTS, initial_soc=0.9, charge_c_rate=1.0, **ID_SENSOR)
+    kw.update(overrides)
+    return SimConfig(**kw)
+
+
+_DRIVES: dict = {}
+
+
+def simulated_drive(config, seed: int):
+    """``(truth, telemetry, layout)`` of a simulated drive through the real pipeline (CAN
+    encode -> decode -> telemetry), cached per (config, seed) for the test session."""
+    key = (repr(config), int(seed))
+    if key not in _DRIVES:
+        from packbms.dbc import compile_database, decode
+        from packbms.layout import parse_layout
+        from packbms.simulate import simulate_pack
+        from packbms.telemetry import build_telemetry
+        sim = simulate_pack(config, seed=seed)
+        db = sim.database()
+        layout = parse_layout(sim.layout_text)
+        layout.validate(db)
+        tel = build_telemetry(decode(sim.frames, compile_database(db)), layout, db)
+        _DRIVES[key] = (sim.truth, tel, layout)
+    return _DRIVES[key]
+
+
+def at_truth_times(truth, tel, result):
+    """``(t, soc, soc_std, soc_true)`` of an estimate at the truth's sample times (the last
+    telemetry row at or before each)."""
+    tel_t = tel.time + (tel.t0 - truth.t0_unix)
+    idx = _np.searchsorted(tel_t, truth.time_s, side="right") - 1
+    ok = idx >= 0
+    return truth.time_s[ok], result.soc[idx[ok]], result.soc_std[idx[ok]], truth.soc[ok]

@@ -30,9 +30,6 @@ def test_decode_matches_cantools_on_generated_databases(data):
     stream = data.draw(frame_streams(db))
     wide = data.draw(st.booleans())
     cdb = compile_database(db)
-    kernel = data.draw(st.sampled_from(["auto", "dense", "sparse"]))
-    if kernel != "auto":    # both decode kernels must agree with cantools on every layout
-        cdb.msg_dense[:] = kernel == "dense"
     table = decode(frames_to_table(stream, width=64 if wide else None), cdb)
     assert set(table.messages) == {m.name for m in db.messages}
     assert_decodes_like_cantools(cdb, stream, table)
@@ -177,11 +174,9 @@ def test_every_length_byte_order_sign_and_bit_offset_against_cantools():
                     fid += 1
     db = Database(messages)
     cdb = compile_database(db)
-    for dense in (True, False):
-        cdb.msg_dense[:] = dense
-        table = decode(frames_to_table(frames), cdb)
-        assert table.counts.decoded == len(frames)
-        assert_decodes_like_cantools(cdb, frames, table)
+    table = decode(frames_to_table(frames), cdb)
+    assert table.counts.decoded == len(frames)
+    assert_decodes_like_cantools(cdb, frames, table)
     for msg, picks in zip(messages, raws):
         small = [r for r in picks if abs(r) <= 2**52]
         got = encode(cdb, msg.name, np.zeros(len(small)), {"X": np.array(small, float)})
@@ -498,3 +493,57 @@ def test_unsupported_signals_raise():
         1, 0, None, True))], strict=False)
     with pytest.raises(DatabaseError, match="float"):
         compile_database(Database([half], strict=False))
+
+
+# -- J1939 PGN matching -------------------------------------------------------------------
+J1939_DBC = '''VERSION ""
+BO_ 2566844926 CCVS: 8 Vector__XXX
+ SG_ Speed : 8|16@1+ (0.00390625,0) [0|250.996] "km/h" Vector__XXX
+BO_ 2566844672 CCVS_Engine: 8 Vector__XXX
+ SG_ EngineSpeedOfCCVS : 8|16@1+ (0.00390625,0) [0|250.996] "km/h" Vector__XXX
+BO_ 2565472510 Request: 3 Vector__XXX
+ SG_ PGN : 0|24@1+ (1,0) [0|16777215] "" Vector__XXX
+BO_ 801 Plain: 2 Vector__XXX
+ SG_ Word : 0|16@1+ (1,0) [0|65535] "" Vector__XXX
+BA_DEF_  "ProtocolType" STRING ;
+BA_DEF_DEF_  "ProtocolType" "";
+BA_ "ProtocolType" "J1939";
+'''
+
+
+def test_j1939_pgn_matching_pdu1_pdu2_and_exact_precedence():
+    from cantools import j1939
+
+    db = cantools.database.load_string(J1939_DBC, database_format="dbc")
+    cdb = compile_database(db)                              # automatic: ProtocolType J1939
+    assert cdb.j1939.tolist() == [True, True, True, False]   # 11-bit Plain is not J1939
+    assert [hex(x) for x in cdb.match_mask] == ["0x3ffff00", "0x3ffff00", "0x3ff0000",
+                                                "0xffffffff"]
+    rows = [
+        (0x18FEF1FE, True, bytes([0, 0, 1, 0, 0, 0, 0, 0]), False, False),   # CCVS itself
+        (0x0CFEF117, True, bytes([0, 0, 2, 0, 0, 0, 0, 0]), False, False),   # other SA, prio
+        (0x18FEF100, True, bytes([0, 0, 3, 0, 0, 0, 0, 0]), False, False),   # exact: engine's
+        (0x18EA17F9, True, bytes([0xF1, 0xFE, 0x00]), False, False),         # PDU1, DA 0x17
+        (0x18EB17F9, True, bytes(8), False, False),                          # other PGN
+        (0x18FEF1FE, False, bytes(8), False, False),                         # 11-bit: no
+        (0x321, False, bytes([7, 0]), False, False),
+    ]
+    t = decode(_table(rows), cdb)
+    assert (t.counts.decoded, t.counts.unknown_id) == (5, 2)
+    # an exact id picks its own definition; another sender's frame goes to the PGN's later
+    # definition (as cantools keeps the later of two definitions of one id)
+    assert t.signal("CCVS.Speed")[1].tolist() == [1.0]
+    assert t.signal("EngineSpeedOfCCVS")[1].tolist() == [2.0, 3.0]
+    assert t.signal("PGN")[1].tolist() == [0xFEF1]
+    # the same PGN that cantools computes
+    for fid, name in ((0x0CFEF117, "CCVS"), (0x18EA17F9, "Request")):
+        assert j1939.pgn_from_frame_id(fid) == \
+            j1939.pgn_from_frame_id(db.get_message_by_name(name).frame_id)
+    off = decode(_table(rows), compile_database(db, j1939=False))
+    assert off.counts.decoded == 3                            # exact ids only
+    # match_mask overrides the J1939 mask of the messages it names
+    over = compile_database(db, match_mask={"Request": 0x03FFFF00})
+    assert decode(_table(rows), over).counts.decoded == 4
+    plain = cantools.database.load_string(J1939_DBC.split("BA_DEF_")[0], database_format="dbc")
+    assert not compile_database(plain).j1939.any()
+    assert compile_database(plain, j1939=True).j1939.tolist() == [True, True, True, False]

@@ -12,6 +12,12 @@ Conventions
   a wider raw value (say a 64-bit counter) comes out rounded to the nearest float64.
 * A frame is matched by ``(arbitration_id, is_extended)``: the 11-bit id 0x123 and the 29-bit id
   0x123 are different messages (cantools' own ``decode_message`` does not tell them apart).
+  J1939 messages are matched by parameter group number (see :func:`compile_database`).
+* Decoded values are stored per signal, only for the frames that carry the signal
+  (:class:`~packbms.signals.MessageSignals`): a wide multiplexed message costs what its
+  present signals cost.
+* Reassembled ISO-TP messages (:mod:`packbms.isotp`) decode like frames, with their exact
+  payload length checked per signal instead of the DBC's message length.
 * Multiplexing, simple and extended (``SG_MUL_VAL_`` chains), follows cantools' signal tree; the
   multiplexer's *raw* value selects the branch (cantools uses ``int(physical)``, the same thing
   for the usual unscaled multiplexer).
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 
@@ -35,7 +42,8 @@ from .io.frames import FrameTable
 from .kernels import codec as _codec
 from .signals import DecodeCounts, MessageSignals, SignalTable
 
-__all__ = ["load_database", "CompiledDatabase", "compile_database", "decode", "encode"]
+__all__ = ["load_database", "CompiledDatabase", "compile_database", "decode", "encode",
+           "j1939_mask"]
 
 _FD_LENGTHS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64)
 _ALL_ONES = 0xFFFFFFFF
@@ -112,7 +120,8 @@ class CompiledDatabase:
     match_mask : uint32 [M]
         A frame matches message ``m`` when ``id & match_mask[m] == frame_id[m] & match_mask[m]``
         (and the id kinds agree). All ones by default (cantools' database ``frame_id_mask``
-        if set); a J1939 user can mask the source address.
+        if set); J1939 masks the source address (see :func:`compile_database`). A frame
+        whose exact id is a masked message's own id goes to that message first.
     sig_start : int64 [S]
         Normalised start bit: the LSB's sequential bit number for little-endian (Intel)
         signals, the MSB's network bit number (cantools ``utils.start_bit``) for big-endian.
@@ -131,20 +140,21 @@ class CompiledDatabase:
         Bytes a frame needs to carry the signal.
     root_signal, msg_root_first, msg_root_stop, sig_edge_first, sig_edge_stop, edge_value,
     edge_child : int64 arrays
-        The multiplexer tree as the sparse kernel walks it (see :mod:`packbms.kernels.codec`).
-    eval_signal, sig_slot, msg_slots : int64 arrays
-        For the dense kernel: each message's signals with multiplexers before the signals
-        under them, and a scratch column per multiplexer.
-    msg_dense : bool [M]
-        Which decode kernel handles each message: dense (signal by signal over all rows) when a
-        frame is expected to carry at least ~30 % of the message's signals, sparse (frame by
-        frame, present signals only) otherwise, e.g. foxbms' 433-signal f_CellVoltages. Both
-        give identical results; the choice only affects speed.
+        The multiplexer tree as the encoder walks it (see :mod:`packbms.kernels.codec`).
+    eval_signal, sig_group, msg_root_group, sig_bucket_first, sig_bucket_stop, bucket_value,
+    sig_group_first, sig_group_stop, group_bucket_first, group_bucket_stop, group_bucket,
+    sig_msg, msg_end_byte, msg_rowsets : int64 arrays
+        The same tree as the column-wise decoder uses it: each message's signals with every
+        multiplexer before the signals under it, and the children of each multiplexer grouped
+        by the set of values that selects them (one rowset per group, see
+        :func:`packbms.kernels.codec.plan_rowsets`).
+    j1939 : bool [M]
+        Messages matched by J1939 parameter group number (see :func:`compile_database`).
     lookup_masks, lookup_group_first, lookup_keys, lookup_message : arrays
         Sorted ``(is_extended, id & mask)`` keys per distinct mask, for the id lookup kernel.
     """
 
-    def __init__(self, database, cantools_messages, names, match_mask):
+    def __init__(self, database, cantools_messages, names, match_mask, j1939=None):
         self.database = database
         self.cantools_messages = tuple(cantools_messages)
         self.names = tuple(names)
@@ -156,6 +166,8 @@ class CompiledDatabase:
         self.is_fd = np.array([bool(m.is_fd) for m in msgs], bool)
         self.length = np.array([int(m.length) for m in msgs], np.int64)
         self.match_mask = np.asarray(match_mask, np.uint32).reshape(n_msg)
+        self.j1939 = (np.zeros(n_msg, bool) if j1939 is None else
+                      np.asarray(j1939, bool).reshape(n_msg))
 
         sig_cols = {k: [] for k in ("start", "length", "big_endian", "signed", "float", "scale",
                                     "offset", "parent", "is_multiplexer", "mux_first",
@@ -247,56 +259,100 @@ class CompiledDatabase:
         self.sig_edge_first = np.searchsorted(parents, np.arange(n_sig), "left").astype(np.int64)
         self.sig_edge_stop = np.searchsorted(parents, np.arange(n_sig), "right").astype(np.int64)
 
-        # dense decoding (signal by signal): parents first; each multiplexer gets a scratch slot
+        # column-wise decoding visits multiplexers before the signals under them (BFS), and
+        # groups the children of each multiplexer by the set of values selecting them: one
+        # rowset per group, one bucket per distinct value (see kernels.codec.plan_rowsets)
         eval_signal = np.empty(n_sig, np.int64)
-        self.sig_slot = np.full(n_sig, -1, np.int64)
-        slots, dense = [], []
+        sig_group = np.full(n_sig, -1, np.int64)
+        sig_bucket_first = np.zeros(n_sig, np.int64)
+        sig_bucket_stop = np.zeros(n_sig, np.int64)
+        sig_group_first = np.zeros(n_sig, np.int64)
+        sig_group_stop = np.zeros(n_sig, np.int64)
+        bucket_value: list[int] = []
+        group_buckets: list[list[int]] = []
+        root_group = []
         for m in range(len(self.names)):
             first, stop = int(self.sig_first[m]), int(self.sig_stop[m])
+            g_root = len(group_buckets)
+            group_buckets.append([])
+            root_group.append(g_root)
             queue = deque(int(x) for x in roots[root_first[m]:root_stop[m]])
+            for x in queue:
+                sig_group[x] = g_root
             seen: list[int] = []
-            n_slots = 0
             while queue:
                 sig = queue.popleft()
                 seen.append(sig)
-                children = sorted({int(c) for c in self.edge_child[
-                    self.sig_edge_first[sig]:self.sig_edge_stop[sig]]})
-                if children:
-                    self.sig_slot[sig] = n_slots
-                    n_slots += 1
+                e0, e1 = int(self.sig_edge_first[sig]), int(self.sig_edge_stop[sig])
+                if e1 == e0:
+                    continue
+                values = sorted({int(v) for v in self.edge_value[e0:e1]})
+                b0 = len(bucket_value)
+                bucket_value.extend(values)
+                sig_bucket_first[sig], sig_bucket_stop[sig] = b0, len(bucket_value)
+                bucket = {v: b0 + i for i, v in enumerate(values)}
+                children = sorted({int(c) for c in self.edge_child[e0:e1]})
+                keys: dict[tuple, int] = {}
+                sig_group_first[sig] = len(group_buckets)
+                for c in children:
+                    key = tuple(sorted({int(v) for v in
+                                        self.mux_values[self.sig_mux_first[c]:
+                                                        self.sig_mux_stop[c]]}))
+                    if key not in keys:
+                        keys[key] = len(group_buckets)
+                        group_buckets.append([bucket[v] for v in key])
+                    sig_group[c] = keys[key]
+                sig_group_stop[sig] = len(group_buckets)
                 queue.extend(children)
             reached = set(seen)
             rest = [x for x in range(first, stop) if x not in reached]
             eval_signal[first:stop] = seen + rest
-            slots.append(n_slots)
-            dense.append(self._density(m, roots[root_first[m]:root_stop[m]]) >= 0.3)
+        #: each message's signals, every multiplexer before the signals under it
         self.eval_signal = eval_signal
-        self.msg_slots = np.array(slots, np.int64)
-        #: which kernel decodes each message: dense (signal by signal) when a frame carries at
-        #: least ~30 % of the message's signals, else sparse (frame by frame, present only)
-        self.msg_dense = np.array(dense, bool)
-
-    def _density(self, m: int, roots) -> float:
-        """Expected fraction of message ``m``'s signals present in one frame."""
-        first, stop = int(self.sig_first[m]), int(self.sig_stop[m])
-        if stop == first:
-            return 1.0
-        expected = float(len(roots))
-        for sig in range(first, stop):
-            e0, e1 = int(self.sig_edge_first[sig]), int(self.sig_edge_stop[sig])
-            if e1 > e0:
-                # each selector value is equally likely: edges per distinct value
-                expected += (e1 - e0) / len(set(self.edge_value[e0:e1].tolist()))
-        return expected / (stop - first)
+        #: rowset group of each signal (-1: never present); ``msg_root_group[m]`` = every row
+        self.sig_group = sig_group
+        self.msg_root_group = np.array(root_group, np.int64)
+        #: a multiplexer's buckets (sorted raw values its children need) and its groups
+        self.sig_bucket_first, self.sig_bucket_stop = sig_bucket_first, sig_bucket_stop
+        self.bucket_value = np.array(bucket_value, np.int64)
+        self.sig_group_first, self.sig_group_stop = sig_group_first, sig_group_stop
+        sizes = np.array([len(b) for b in group_buckets], np.int64)
+        self.group_bucket_first = np.zeros(len(group_buckets), np.int64)
+        np.cumsum(sizes[:-1], out=self.group_bucket_first[1:])
+        self.group_bucket_stop = self.group_bucket_first + sizes
+        self.group_bucket = np.array([b for bs in group_buckets for b in bs], np.int64)
+        self.sig_msg = np.repeat(np.arange(len(self.names), dtype=np.int64),
+                                 self.sig_stop - self.sig_first)
+        #: rowsets a message may write per row: one per multiplexer (its single-value
+        #: groups' buckets) plus one per multi-value group
+        is_mux = self.sig_bucket_stop > self.sig_bucket_first
+        multi = np.zeros(n_sig, np.int64)
+        for sig in np.flatnonzero(is_mux):
+            multi[sig] = int(((self.group_bucket_stop - self.group_bucket_first)
+                              [self.sig_group_first[sig]:self.sig_group_stop[sig]] > 1).sum())
+        self.msg_rowsets = np.bincount(self.sig_msg, weights=is_mux + multi,
+                                       minlength=len(self.names)).astype(np.int64)
+        #: payload bytes each message's signals reach (at least 1)
+        self.msg_end_byte = np.array(
+            [max([1] + [int(e) for e in self.sig_end_byte[self.sig_first[m]:self.sig_stop[m]]])
+             for m in range(len(self.names))], np.int64)
 
     # -- lookup ---------------------------------------------------------------------------
     def _build_lookup(self) -> None:
-        masks = sorted({int(v) for v in self.match_mask}, key=lambda v: (-bin(v).count("1"), v))
+        # a masked message also answers to its exact id, tried first: with two definitions of
+        # one J1939 PGN from different senders, the exact source address picks the message
+        entries = [(int(m), int(self.match_mask[m])) for m in range(len(self.names))]
+        entries += [(int(m), _ALL_ONES) for m in range(len(self.names))
+                    if int(self.match_mask[m]) != _ALL_ONES]
+        masks = sorted({mask for _, mask in entries}, key=lambda v: (-bin(v).count("1"), v))
         keys, owners, group_first = [], [], [0]
         for mask in masks:
             table: dict[int, int] = {}
-            for i in np.flatnonzero(self.match_mask == mask):
+            for i, _ in ((i, mk) for i, mk in entries if mk == mask):
                 key = (int(self.is_extended[i]) << 32) | (int(self.frame_id[i]) & mask)
+                if mask == _ALL_ONES and int(self.match_mask[i]) != _ALL_ONES and key in table \
+                        and int(self.match_mask[table[key]]) == _ALL_ONES:
+                    continue    # an exact definition keeps its id
                 table[key] = int(i)   # a later definition wins, as in cantools
             for key in sorted(table):
                 keys.append(key)
@@ -396,7 +452,7 @@ def _reachable(signals, local) -> list[bool]:
 
 def compile_database(db_or_path, messages: Iterable | None = None, *,
                      match_mask: int | Mapping[str, int] | None = None,
-                     strict: bool = False) -> CompiledDatabase:
+                     j1939: bool | None = None, strict: bool = False) -> CompiledDatabase:
     """Flatten a cantools database (or a database file) for the codec kernels.
 
     Parameters
@@ -409,8 +465,18 @@ def compile_database(db_or_path, messages: Iterable | None = None, *,
     match_mask : int or mapping of message name to int, optional
         Identifier bits that must match (see :attr:`CompiledDatabase.match_mask`): one mask for
         every message, or per message name. Default: the database's ``frame_id_mask`` (all
-        ones unless the database sets one). For J1939, ``0x03FFFF00`` ignores the source
-        address (and the priority bits: ``0x00FFFF00``).
+        ones unless the database sets one), or the J1939 masks below. A mask given here
+        overrides the J1939 mask of the messages it covers.
+    j1939 : bool, optional
+        Match J1939 messages by parameter group number (PGN), as cantools'
+        ``j1939.pgn_from_frame_id`` defines it: priority and source address are ignored, and
+        for PDU1 messages (PDU format < 240) the destination address byte too. Masks:
+        ``0x03FFFF00`` (PDU2) and ``0x03FF0000`` (PDU1). A frame whose exact id is a message's
+        own id still goes to that message first (two definitions of one PGN from different
+        senders stay apart). ``None`` (default) decides from the database: every extended
+        message when its ``ProtocolType`` attribute is ``"J1939"``, otherwise the messages
+        cantools marks ``protocol == "j1939"`` (``VFrameFormat`` J1939PG). ``True``: every
+        extended message; ``False``: exact ids only.
     strict : bool
         Passed to :func:`load_database` when given a path.
 
@@ -488,17 +554,46 @@ def compile_database(db_or_path, messages: Iterable | None = None, *,
         names = [names[i] for i in wanted]
 
     default = int(getattr(db, "_frame_id_mask", _ALL_ONES) or _ALL_ONES) & _ALL_ONES
-    if match_mask is None:
-        masks = [default] * len(kept)
-    elif isinstance(match_mask, Mapping):
+    pgn = [bool(m.is_extended_frame) and _is_j1939(db, m, j1939) for m in kept]
+    masks = [j1939_mask(int(m.frame_id)) if p else default for m, p in zip(kept, pgn)]
+    if isinstance(match_mask, Mapping):
         unknown = [k for k in match_mask if k not in names]
         if unknown:
             raise DatabaseError(f"match_mask names unknown message {unknown[0]!r}; best matches "
                                 f"are {closest_names(unknown[0], names)}")
-        masks = [int(match_mask.get(n, default)) & _ALL_ONES for n in names]
-    else:
+        masks = [int(match_mask[n]) & _ALL_ONES if n in match_mask else mk
+                 for n, mk in zip(names, masks)]
+    elif match_mask is not None:
         masks = [int(match_mask) & _ALL_ONES] * len(kept)
-    return CompiledDatabase(db, kept, names, masks)
+    return CompiledDatabase(db, kept, names, masks, j1939=pgn)
+
+
+#: J1939 identifier bits that make the PGN: reserved, data page, PDU format, PDU specific
+J1939_PDU2_MASK = 0x03FFFF00
+#: ... and for PDU1 formats (PDU format < 240), where PDU specific is a destination address
+J1939_PDU1_MASK = 0x03FF0000
+
+
+def j1939_mask(frame_id: int) -> int:
+    """The identifier mask that matches ``frame_id``'s J1939 PGN (priority, source address and,
+    for PDU1 formats, destination address ignored).
+
+    Examples
+    --------
+    >>> hex(j1939_mask(0x18FEF1FE)), hex(j1939_mask(0x18EA00FE))
+    ('0x3ffff00', '0x3ff0000')
+    """
+    return J1939_PDU1_MASK if ((int(frame_id) >> 16) & 0xFF) < 240 else J1939_PDU2_MASK
+
+
+def _is_j1939(db, message, flag: bool | None) -> bool:
+    if flag is not None:
+        return bool(flag)
+    if getattr(message, "protocol", None) == "j1939":
+        return True
+    attrs = getattr(getattr(db, "dbc", None), "attributes", None) or {}
+    proto = attrs.get("ProtocolType")
+    return str(getattr(proto, "value", proto) or "").strip().upper() == "J1939"
 
 
 _BIG_ENDIAN_HOST = sys.byteorder != "little"
@@ -511,6 +606,34 @@ def _words(data: np.ndarray) -> np.ndarray:
     return data.view(np.uint64)
 
 
+class _Scratch(threading.local):
+    """Per-thread work buffers of :func:`decode` (kept between calls: re-faulting fresh pages
+    for every chunk costs as much as a decoding pass). Only arrays that never leave
+    ``decode`` live here."""
+
+    def __init__(self):
+        self.buffers: dict = {}
+
+    #: buffers above this size (bytes) are not kept
+    KEEP_BYTES = 64 << 20
+
+    def get(self, key: str, n: int, dtype) -> np.ndarray:
+        buf = self.buffers.get(key)
+        if buf is not None and buf.shape[0] >= n:
+            return buf[:n]
+        buf = np.empty(max(n, 1024), dtype)
+        if buf.nbytes <= self.KEEP_BYTES:
+            self.buffers[key] = buf
+        return buf[:n]
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch() -> _Scratch:
+    return _SCRATCH
+
+
 def _as_compiled(cdb) -> CompiledDatabase:
     if isinstance(cdb, CompiledDatabase):
         return cdb
@@ -521,33 +644,36 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
            messages: Iterable[str] | None = None) -> SignalTable:
     """Decode every frame of a table into physical signal values.
 
-    A few kernel calls: one finds each frame's message (binary search over sorted ids), then
-    one decodes, signal by signal, the messages whose frames carry most of their signals and
-    one, frame by frame, the sparsely multiplexed ones (see ``CompiledDatabase.msg_dense``).
-    Together they handle Intel and Motorola byte order, signed, IEEE float32 and float64,
-    scale and offset, simple and extended multiplexing, payloads up to 64 bytes.
+    Four kernel calls (:mod:`packbms.kernels.codec`): find each frame's message, group the
+    frames by message, work out which rows carry each multiplexed signal, then decode signal
+    by signal over those rows only. Intel and Motorola byte order, signed, IEEE float32 and
+    float64, scale and offset (negative too), simple and extended multiplexing, payloads up to
+    64 bytes, standard and extended ids, J1939 PGN matching (see :func:`compile_database`).
 
     Parameters
     ----------
-    frames : FrameTable
-        The frames, in log order.
+    frames : FrameTable or IsoTpMessages
+        The frames, in log order, or ISO-TP messages from :func:`packbms.isotp.reassemble`
+        (whose exact payload lengths are checked per signal: a signal is present when the
+        payload carries all its bytes, whatever length the DBC gives the message).
     cdb : CompiledDatabase
         From :func:`compile_database` (a cantools database or a path is compiled on the fly,
         which costs a little per call).
     messages : iterable of str, optional
-        Decode only these messages; frames of the others count as ``unknown_id``.
+        Decode only these messages; frames of the others count as ``unknown_id`` and cost only
+        the id lookup.
 
     Returns
     -------
     SignalTable
         One :class:`~packbms.signals.MessageSignals` per compiled (or selected) message, with 0
-        rows for messages absent from the log. ``values`` are float64 physical values (no
-        value tables); where ``present`` is False (multiplexer condition not met, or a signal
-        the DBC places beyond the frame's payload) the value is NaN. Raw values wider than
-        2**53 lose precision in float64. ``counts`` puts every frame in one bucket:
-        ``error_or_remote`` (error and remote frames, skipped), ``unknown_id`` (no message with
-        that id and id kind), ``too_short`` (payload shorter than the message length; never
-        guessed), ``decoded``.
+        rows for messages absent from the log; rows in log order. Each signal holds float64
+        physical values (no value tables) for the rows that carry it: a multiplexed signal
+        only where its multiplexer selects it, a signal the DBC places beyond the frame's
+        payload only in frames long enough. Raw values wider than 2**53 lose precision in
+        float64. ``counts`` puts every frame in one bucket: ``error_or_remote`` (error and
+        remote frames, skipped), ``unknown_id`` (no message with that id and id kind),
+        ``too_short`` (payload shorter than the message length; never guessed), ``decoded``.
 
     Raises
     ------
@@ -568,11 +694,19 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
     >>> frames.dlc[:] = 4
     >>> frames.data[0, :4] = [0xFF, 0x38, 0x90, 0x88]   # -2.00 A, 370.00 V
     >>> table = decode(frames, cdb)
-    >>> table.messages["Pack"].values[0].tolist(), table.counts.decoded
-    ([-2.0, 370.0], 2)
+    >>> table.signal("Current")[1].tolist(), table.counts.decoded
+    ([-2.0, 0.0], 2)
     """
-    if not isinstance(frames, FrameTable):
-        raise TypeError(f"decode() expects a FrameTable, got {type(frames).__name__}")
+    from .isotp import IsoTpMessages
+
+    if isinstance(frames, FrameTable):
+        lengths, msg_length = frames.dlc, cdb.length
+    elif isinstance(frames, IsoTpMessages):
+        # reassembled payloads have exact lengths: checked per signal, not per message
+        lengths, msg_length = frames.payload_length, np.zeros(len(cdb.names), np.int64)
+    else:
+        raise TypeError(f"decode() expects a FrameTable or IsoTpMessages, got "
+                        f"{type(frames).__name__}")
     cdb = _as_compiled(cdb)
     n_msg = len(cdb.names)
     enabled = np.ones(n_msg, bool)
@@ -584,63 +718,85 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
             enabled[cdb.message_index(name)] = True
 
     n = len(frames)
-    frame_msg = np.empty(n, np.int64)
-    frame_row = np.empty(n, np.int64)
-    msg_count = np.zeros(n_msg, np.int64)
-    counts = np.zeros(4, np.int64)
     data = frames.data
+    width = int(data.shape[1])
+    scratch = _scratch()
+    frame_msg = scratch.get("frame_msg", n, np.int32)
+    msg_count = np.zeros(n_msg, np.int64)
+    min_avail = np.full(n_msg, 1 << 30, np.int64)
+    counts = np.zeros(4, np.int64)
     _codec.lookup_frames(frames.arbitration_id, frames.is_extended, frames.is_error,
-                         frames.is_remote, frames.dlc, int(data.shape[1]),
-                         cdb.lookup_masks, cdb.lookup_group_first, cdb.lookup_keys,
-                         cdb.lookup_message, cdb.length, enabled,
-                         frame_msg, frame_row, msg_count, counts)
+                         frames.is_remote, lengths, width, cdb.lookup_masks,
+                         cdb.lookup_group_first, cdb.lookup_keys, cdb.lookup_message,
+                         msg_length, enabled, frame_msg, msg_count, min_avail, counts)
 
-    k = cdb.sig_stop - cdb.sig_first
     row_offset = np.zeros(n_msg + 1, np.int64)
     np.cumsum(msg_count, out=row_offset[1:])
-    value_offset = np.zeros(n_msg + 1, np.int64)
-    np.cumsum(msg_count * k, out=value_offset[1:])
-    ts_out = np.empty(int(row_offset[-1]), np.float64)
-    values_out = np.empty(int(value_offset[-1]), np.float64)
-    present_out = np.empty(int(value_offset[-1]), bool)
-    if counts[0]:
-        words = _words(data)
-        busy = msg_count > 0
-        if (busy & cdb.msg_dense).any():
-            _codec.decode_dense(words, frames.dlc, frames.timestamp, frame_msg, frame_row,
-                                cdb.msg_dense, cdb.sig_first, cdb.sig_stop, row_offset,
-                                value_offset, cdb.msg_slots, cdb.eval_signal, cdb.sig_start,
-                                cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed,
-                                cdb.sig_float, cdb.sig_scale, cdb.sig_offset, cdb.sig_end_byte,
-                                cdb.sig_parent, cdb.sig_slot, cdb.sig_mux_first,
-                                cdb.sig_mux_stop, cdb.mux_values, ts_out, values_out,
-                                present_out)
-        sparse = np.flatnonzero(busy & ~cdb.msg_dense)
-        if sparse.size:
-            for m in sparse:    # the sparse kernel writes present signals only
-                values_out[value_offset[m]:value_offset[m + 1]] = np.nan
-                present_out[value_offset[m]:value_offset[m + 1]] = False
-            _codec.decode_sparse(words, frames.dlc, frames.timestamp, frame_msg, frame_row,
-                                 cdb.msg_dense, cdb.sig_first, cdb.sig_stop, cdb.msg_root_first,
-                                 cdb.msg_root_stop, cdb.root_signal, row_offset, value_offset,
-                                 cdb.sig_start, cdb.sig_length, cdb.sig_big_endian,
-                                 cdb.sig_signed, cdb.sig_float, cdb.sig_scale, cdb.sig_offset,
-                                 cdb.sig_end_byte, cdb.sig_edge_first, cdb.sig_edge_stop,
-                                 cdb.edge_value, cdb.edge_child, ts_out, values_out,
-                                 present_out)
+    msg_words = np.minimum((cdb.msg_end_byte + 7) // 8, width // 8).astype(np.int64)
+    word_offset = np.zeros(n_msg + 1, np.int64)
+    np.cumsum(msg_count * msg_words, out=word_offset[1:])
+    total = int(row_offset[-1])
+    active = msg_count > 0
+    # payload lengths matter only where a frame may be too short for a signal
+    keep_avail = bool((active & (min_avail < cdb.msg_end_byte)).any())
+    ts_out = np.empty(total, np.float64)
+    avail = scratch.get("avail", total if keep_avail else 0, np.uint16)
+    gathered = scratch.get("words", int(word_offset[-1]), np.uint64)
+    n_sig = len(cdb.sig_start)
+    sig_row_start = np.full(n_sig, -1, np.int64)
+    sig_count = np.zeros(n_sig, np.int64)
+    if total:
+        _codec.gather_frames(_words(data), lengths, frames.timestamp, frame_msg, row_offset,
+                             word_offset, msg_words, width, keep_avail, ts_out, gathered, avail)
+        # rowset storage, at an upper bound: the part never written is never touched, so
+        # it costs address space, not memory
+        may_filter = (cdb.sig_group >= 0) & (cdb.sig_end_byte > min_avail[cdb.sig_msg])
+        per_row = cdb.msg_rowsets + np.bincount(cdb.sig_msg[may_filter], minlength=n_msg)
+        rows = np.empty(int((msg_count * per_row)[active].sum()), np.int64)
+        used = _codec.plan_rowsets(
+            gathered, word_offset, msg_words, avail, row_offset, min_avail, active,
+            cdb.sig_first, cdb.sig_stop, cdb.eval_signal, cdb.msg_root_group, cdb.sig_start,
+            cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed, cdb.sig_float,
+            cdb.sig_end_byte, cdb.sig_group, cdb.sig_bucket_first, cdb.sig_bucket_stop,
+            cdb.bucket_value, cdb.sig_group_first, cdb.sig_group_stop, cdb.group_bucket_first,
+            cdb.group_bucket_stop, cdb.group_bucket, rows, sig_row_start, sig_count)
+        rows = rows[:used]
+    else:
+        rows = np.zeros(0, np.int64)
+    # values of each message's signals, contiguous per message
+    value_start = np.zeros(n_sig, np.int64)
+    if n_sig:
+        np.cumsum(sig_count[:-1], out=value_start[1:])
+    values = np.empty(int(sig_count.sum()), np.float64)
+    if values.size:
+        todo = np.flatnonzero(sig_count > 0).astype(np.int64)
+        # signals sharing a rowset (and payload word) next to each other: one gather each
+        todo = todo[np.lexsort((cdb.sig_start[todo] >> 6, sig_row_start[todo],
+                                cdb.sig_msg[todo]))]
+        _codec.decode_values(gathered, word_offset, msg_words, todo, cdb.sig_msg,
+                             cdb.sig_start, cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed,
+                             cdb.sig_float, cdb.sig_scale, cdb.sig_offset, sig_row_start,
+                             sig_count, rows, value_start, values, values.view(np.uint64))
+        floats = todo[cdb.sig_float[todo]]
+        for s in floats:   # the kernel left IEEE bits; few signals, so NumPy does the casts
+            v = values[value_start[s]:value_start[s] + sig_count[s]]
+            if cdb.sig_length[s] == 32:
+                v[:] = v.view(np.uint64).astype(np.uint32).view(np.float32)
+            if cdb.sig_scale[s] != 1.0 or cdb.sig_offset[s] != 0.0:
+                v *= cdb.sig_scale[s]
+                v += cdb.sig_offset[s]
 
     out = {}
     for m in np.flatnonzero(enabled):
-        rows, kk = int(msg_count[m]), int(k[m])
-        v0, v1 = int(value_offset[m]), int(value_offset[m + 1])
-        out[cdb.names[m]] = MessageSignals(
-            name=cdb.names[m],
-            frame_id=int(cdb.frame_id[m]),
-            timestamps=ts_out[row_offset[m]:row_offset[m + 1]],
-            signal_names=cdb.signal_names[m],
-            values=values_out[v0:v1].reshape(rows, kk),
-            present=present_out[v0:v1].reshape(rows, kk),
-        )
+        a, b = int(cdb.sig_first[m]), int(cdb.sig_stop[m])
+        r0, r1 = int(row_offset[m]), int(row_offset[m + 1])
+        if r1 == r0:
+            start, cnt = np.full(b - a, -1, np.int64), np.zeros(b - a, np.int64)
+        else:
+            start, cnt = sig_row_start[a:b], sig_count[a:b]
+        out[cdb.names[m]] = MessageSignals.from_flat(
+            cdb.names[m], int(cdb.frame_id[m]), ts_out[r0:r1], cdb.signal_names[m], values,
+            value_start[a:b], cnt, rows, start)
     return SignalTable(
         messages=out,
         counts=DecodeCounts(decoded=int(counts[0]), unknown_id=int(counts[1]),

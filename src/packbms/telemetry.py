@@ -96,15 +96,19 @@ def _group_events(table: SignalTable, group) -> tuple[np.ndarray, ...]:
         if m is None or len(m) == 0:
             return (np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0)
         backwards += int(count_backwards(m.timestamps))
-        mux_col = m.column(group.mux)
-        mux = m.values[:, mux_col]
+        # per-signal (sparse) storage: only the rows carrying each signal are touched
+        mux, mux_present = m.dense(group.mux)
         k = len(group.signals)
         for slot, name in enumerate(group.signals):
-            col = m.column(name)
-            keep = m.present[:, col] & m.present[:, mux_col]
-            ts.append(m.timestamps[keep])
-            idx.append(np.rint(mux[keep]).astype(np.int64) * k + slot + group.first_cell)
-            vals.append(m.values[keep, col])
+            rows, v = m.sparse(name)
+            if rows is None:
+                rows = np.arange(len(v))
+            keep = mux_present[rows]
+            if not keep.all():
+                rows, v = rows[keep], v[keep]
+            ts.append(m.timestamps[rows])
+            idx.append(np.rint(mux[rows]).astype(np.int64) * k + slot + group.first_cell)
+            vals.append(v)
     else:
         names = group.signal_names() if isinstance(group, SignalGroup) else group
         for i, name in enumerate(names):
