@@ -47,7 +47,7 @@ ROOT = HERE.parent
 #: Small arguments for ``--quick`` (a whole quick run takes a couple of minutes on 2 cores).
 QUICK_ARGS = {
     "bench_io": ["--frames", "200000", "--pc-frames", "20000"],
-    "bench_decode": ["--frames", "200000", "--cantools-frames", "5000"],
+    "bench_decode": ["--cantools-frames", "5000", "--only", "pack96-1h", "foxbms"],
     "bench_simulate": ["--duration-s", "900", "--repeat", "1"],
     "bench_estimate": ["--duration-s", "900", "--repeat", "1", "--baseline-rows", "5000"],
     "bench_memory": ["--hours", "1"],
