@@ -41,14 +41,18 @@ def ekf_noise(cfg, threshold_a: float, n_cells: int) -> dict:
                 q_cap_rel2=cfg.capacity_error ** 2, q_rc_rel2=cfg.resistance_error ** 2,
                 r_meas_v2=cfg.voltage_noise_v ** 2 + cfg.voltage_resolution_v ** 2 / 12.0,
                 r_res_rel2=cfg.resistance_error ** 2, load_tau_s=cfg.polarisation_memory_s,
-                max_hold_s=cfg.max_hold_s, update_on_change=cfg.update_on_change)
+                max_hold_s=cfg.max_hold_s, update_on_change=cfg.update_on_change,
+                ocv_err_v2=cfg.ocv_error_v ** 2, ocv_err_time_s=cfg.ocv_error_time_s)
 
 
 def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta, ts, tv,
-              noise: dict, *, r_factor=None):
+              noise: dict, *, r_factor=None, record=None):
     """Run the EKF cell by cell from a fresh start.
 
-    Returns ``(soc [T,S], std [T,S], x [S,2], P [S,2,2])``.
+    Returns ``(soc [T,S], std [T,S], x [S,2], P [S,2,2])``. With ``record`` (a dict), also
+    stores per cell ``record[c] = (rows, x_prior, P_prior, F, x_post, P_post, pol)`` for every
+    row from the cell's start on (lists; ``pol`` the unmodelled-polarisation variance term of
+    the std), for :func:`naive_rts`.
     """
     n_t, n_s = volt.shape
     f = np.ones(n_t) if r_factor is None else np.asarray(r_factor, float)
@@ -59,7 +63,9 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
     q_as_all = 1.0 / (3600.0 * np.asarray(capacity_ah, float))
     for c in range(n_s):
         x = P = None                                 # not started: no voltage seen yet
+        rec = ([], [], [], [], [], [], []) if record is not None else None
         vl = np.nan
+        t_upd = np.nan                               # time of the last update
         tp, ip = np.nan, np.nan
         load = abs(current_a[0])
         cap = capacity_ah[c]
@@ -94,6 +100,7 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
                     soc0, var0 = noise["prior"][c], noise["prior_var"]
                 x = np.array([soc0, 0.0])
                 P = np.diag([var0, noise["rc_var"]])
+                F = np.eye(2)
             elif dt > 0:
                 a = math.exp(-dt / tau1_s[c])
                 b = math.exp(-(dt - h) / tau1_s[c])
@@ -106,6 +113,13 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
                              + noise["q_offset_a2"] * dt / (3600.0 * cap * cap),
                              noise["q_rc_rel2"] * g * g])
                 P = F @ P @ F.T + Q
+            else:
+                F = np.eye(2)
+            if rec is not None:
+                rec[0].append(k)
+                rec[1].append(x.copy())
+                rec[2].append(P.copy())
+                rec[3].append(F.copy())
             # -- measurement update (not with the voltage an OCV start just used)
             if (not just_from_ocv and np.isfinite(v)
                     and (not noise["update_on_change"] or v != vl)):
@@ -115,6 +129,12 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
                 H = np.array([[slope, -1.0]])
                 R = noise["r_meas_v2"] + noise["r_res_rel2"] * ((r0k * ik) ** 2
                                                                 + (r1_ohm[c] * f[k] * load) ** 2)
+                # correlated OCV error: spread over the updates within its correlation time
+                since = time_s[k] - t_upd
+                if np.isfinite(since) and since < noise["ocv_err_time_s"]:
+                    R += noise["ocv_err_v2"] * noise["ocv_err_time_s"] / max(since, 1e-3)
+                else:
+                    R += noise["ocv_err_v2"]
                 S = (H @ P @ H.T)[0, 0] + R
                 K = (P @ H.T) / S
                 innov = v - (table_ocv(x[0], ts, tv) - r0k * ik - x[1])
@@ -123,13 +143,45 @@ def naive_ekf(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
                 P = A @ P @ A.T + R * (K @ K.T)
                 P = 0.5 * (P + P.T)
                 vl = v
+                t_upd = time_s[k]
             soc_out[k, c] = min(1.0, max(0.0, x[0]))
             pol = noise["r_res_rel2"] * (r1_ohm[c] * f[k] * load) ** 2
             std_out[k, c] = math.sqrt(P[0, 0] + pol / table_slope(x[0], ts, tv) ** 2)
+            if rec is not None:
+                rec[4].append(x.copy())
+                rec[5].append(P.copy())
+                rec[6].append(pol)
             tp, ip = time_s[k], current_a[k]
         x_out[c] = x if x is not None else np.nan
         p_out[c] = P if P is not None else np.nan
+        if record is not None:
+            record[c] = rec
     return soc_out, std_out, x_out, p_out
+
+
+def naive_rts(soc, std, record: dict, ts, tv):
+    """Textbook Rauch-Tung-Striebel pass, row by row (Simon 2006, eq. 9.107), over the EKF run
+    recorded by :func:`naive_ekf`; returns the smoothed ``(soc [T,S], std [T,S])`` (rows before
+    a cell's start keep the filter's output).
+
+    ``G = P+(k) F(k+1)^T P-(k+1)^-1``, ``xs(k) = x+(k) + G (xs(k+1) - x-(k+1))``,
+    ``Ps(k) = P+(k) + G (Ps(k+1) - P-(k+1)) G^T``, starting from the last row.
+    """
+    soc = soc.copy()
+    std = std.copy()
+    for c, (rows, xp, pp, f, xf, pf, pol) in record.items():
+        n = len(rows)
+        if n == 0:
+            continue
+        xs, ps = xf[-1], pf[-1]
+        for j in range(n - 2, -1, -1):
+            g = pf[j] @ f[j + 1].T @ np.linalg.inv(pp[j + 1])
+            xs = xf[j] + g @ (xs - xp[j + 1])
+            ps = pf[j] + g @ (ps - pp[j + 1]) @ g.T
+            k = rows[j]
+            soc[k, c] = min(1.0, max(0.0, xs[0]))
+            std[k, c] = math.sqrt(max(ps[0, 0], 0.0) + pol[j] / table_slope(xs[0], ts, tv) ** 2)
+    return soc, std
 
 
 def naive_coulomb(time_s, current_a, capacity_ah, eta, soc0, max_hold_s=1.0):

@@ -62,6 +62,8 @@ UNITS = {
     "/pack/soc_min": "1",
     "/pack/soc_max": "1",
     "/pack/soc_mean": "1",
+    "/quality/self_discharge_pct_per_day": "%/day",
+    "/quality/flags": "bitmask",
 }
 
 
@@ -69,6 +71,8 @@ def units_of(key: str) -> str:
     """Units of a dataset: from the schema table, else from the name's suffix."""
     if key in UNITS:
         return UNITS[key]
+    if key.rsplit("/", 1)[-1].startswith("z_"):
+        return "1"
     for suffix, unit in (("_ah", "A.h"), ("_wh", "W.h"), ("_h", "h"), ("_s", "s"), ("_a", "A"),
                          ("_v", "V"), ("_ohm", "ohm"), ("soc", "1"), ("_fraction", "1"),
                          ("duty", "1"), ("soc_offset", "1")):
