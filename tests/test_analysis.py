@@ -12,7 +12,7 @@ LOG, DBC, LAYOUT = DATA / "drive_96s.blf", DATA / "pack96.dbc", DATA / "pack96.t
 
 @pytest.fixture(scope="module")
 def whole():
-    return analyze(LOG, DBC, LAYOUT, chunk_frames=10_000_000)
+    return analyze(LOG, DBC, LAYOUT, method="ekf", chunk_frames=10_000_000)
 
 
 @pytest.mark.parametrize("method", ["ekf", "coulomb"])

@@ -65,7 +65,7 @@ def test_analyze_soc_and_balancing(analyzed):
     assert res["/cells/soc"].shape == res["/cells/soc_std"].shape == (T, 96)
     assert res["/pack/soc"].shape == (T,)
     assert res["/cells/capacity_ah"].shape == res["/cells/resistance_ohm"].shape == (96,)
-    assert res.attrs["method"] == "ekf"
+    assert res.attrs["method"] == "smoother"          # auto: a 25-min drive fits in memory
     bal = res.group_attrs["/balancing"]
     assert bal["recoverable_capacity_ah"] > 0 and bal["passive_duration_h"] > 0
     assert res["/balancing/passive_bleed_ah"].shape == (96,)
@@ -163,3 +163,27 @@ def test_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("packbms ")
+
+
+def test_analyze_fit_prints_and_stores_quality(tmp_path, capsys):
+    out = tmp_path / "fit.h5"
+    assert main(["analyze", *ARGS, "--out", str(out), "--fit"]) == 0
+    text = capsys.readouterr().out
+    assert "cell 43: R0" in text and "cell 74: capacity" in text and "grade" in text
+    res = store.load(out)
+    truth = load_truth(DATA / "drive_96s.truth.h5")
+    cap = res["/cells/capacity_ah"]
+    assert np.abs(cap / truth.capacity_ah - 1).max() < 0.05
+    assert np.median(np.abs(res["/cells/resistance_ohm"] / truth.r0_ohm - 1)) < 0.10
+    assert "grade" in res.group_attrs["/quality"]
+    assert res["/quality/flags"].shape == (96,)
+    flagged = set(np.flatnonzero(res["/quality/flags"]) + 1)
+    assert {43, 74} <= flagged
+
+
+def test_auto_streams_the_ekf_when_the_drive_is_too_long():
+    from packbms.analysis import analyze
+    a = analyze(ARGS[0], ARGS[2], ARGS[4], chunk_frames=50_000, whole_drive_cell_samples=1_000_000)
+    assert a.method == "ekf" and a.result.attrs["method"] == "ekf"
+    b = analyze(ARGS[0], ARGS[2], ARGS[4], method="ekf", chunk_frames=50_000)
+    np.testing.assert_array_equal(a.result["/cells/soc"], b.result["/cells/soc"])

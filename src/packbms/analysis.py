@@ -21,7 +21,7 @@ from .io import iter_log
 from .layout import Layout, load_layout
 from .signals import concat_signal_tables
 from .soc import estimate_soc, nominal_params
-from .telemetry import PackTelemetry, TelemetryAligner, build_telemetry
+from .telemetry import PackTelemetry, TelemetryAligner, build_telemetry, concat_telemetry
 
 __all__ = ["analyze", "load_telemetry", "Analysis"]
 
@@ -130,7 +130,11 @@ def load_telemetry(log, dbc, layout, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES
     return tel, lay
 
 
-METHODS = ("ekf", "coulomb", "none")
+METHODS = ("auto", "smoother", "ekf", "coulomb", "none")
+#: With method="auto", the smoother runs when the whole drive's telemetry stays under this many
+#: cell-samples (about 1.5 h of 96 cells at 100 Hz, ~2 GB of full-rate arrays); longer logs
+#: stream through the EKF in bounded memory.
+AUTO_WHOLE_DRIVE_CELL_SAMPLES = 50_000_000
 
 
 #: Default spacing of the stored result's rows (s); 0 stores every sample of the current.
@@ -309,13 +313,18 @@ class _Running:
             }
 
 
-METHODS = ("ekf", "coulomb", "none")
+METHODS = ("auto", "smoother", "ekf", "coulomb", "none")
+#: With method="auto", the smoother runs when the whole drive's telemetry stays under this many
+#: cell-samples (about 1.5 h of 96 cells at 100 Hz, ~2 GB of full-rate arrays); longer logs
+#: stream through the EKF in bounded memory.
+AUTO_WHOLE_DRIVE_CELL_SAMPLES = 50_000_000
 
 
-def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
-            output_dt_s: float = DEFAULT_OUTPUT_DT_S,
+def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = False,
+            soc_config=None, output_dt_s: float = DEFAULT_OUTPUT_DT_S,
             chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-            compression: str | None = "gzip") -> Analysis:
+            compression: str | None = "gzip",
+            whole_drive_cell_samples: int = AUTO_WHOLE_DRIVE_CELL_SAMPLES) -> Analysis:
     """Analyse one log, chunk by chunk, and optionally write the HDF5 result.
 
     The log is read ``chunk_frames`` frames at a time; each chunk is decoded, aligned
@@ -330,7 +339,15 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
     out
         Where to write the result (``.h5``); nothing is written when None.
     method
-        SoC estimator: ``"ekf"`` (default), ``"coulomb"``, or ``"none"`` (telemetry only).
+        SoC estimator. ``"auto"`` (default): the RTS smoother over the whole drive when its
+        telemetry fits under ``whole_drive_cell_samples``, else the streaming EKF (the summary
+        and the ``method`` attr say which ran). ``"smoother"`` always smooths (holds the whole
+        drive's telemetry in memory); ``"ekf"`` and ``"coulomb"`` stream in bounded memory;
+        ``"none"`` stores telemetry only.
+    fit
+        Identify each cell's capacity, R0, RC and self-discharge from the log
+        (:mod:`packbms.identify`), estimate with them, and grade the cells
+        (:mod:`packbms.quality`, stored under ``/quality``). Holds the whole drive in memory.
     soc_config
         :class:`packbms.soc.EKFConfig` or :class:`packbms.soc.CoulombConfig` (defaults when None).
     output_dt_s
@@ -370,6 +387,11 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
     wanted = lay.required_messages(cdb.database)
     aligner = TelemetryAligner(lay, cdb.database)
     params = None
+    if fit and method == "none":
+        raise EstimationError("fit=True needs a SoC method (identification feeds the estimator)")
+    if fit:                                   # a bad [quality] section fails before any reading
+        from .quality import quality_config
+        quality_config(lay.raw.get("quality", {}), where=f"{lay.path or 'layout'} [quality]")
     if method != "none":
         params = nominal_params(lay.cells_in_series, lay.capacity_ah,
                                 lay.ocv_table if lay.ocv_table is not None else lay.chemistry)
@@ -383,19 +405,66 @@ def analyze(log, dbc, layout, *, out=None, method: str = "ekf", soc_config=None,
         timings["estimate"] = 0.0
     try:
         return _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, decim,
-                               method, soc_config, output_dt_s, chunk_frames, timings, dbc)
+                               method, soc_config, output_dt_s, chunk_frames, timings, dbc,
+                               fit=fit, whole_limit=whole_drive_cell_samples)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
 
 
+class _Estimation:
+    """Per-chunk estimation with its state carried over, feeding the stored rows."""
+
+    def __init__(self, lay, params, soc_config, running, decim, timings):
+        self.lay, self.params, self.soc_config = lay, params, soc_config
+        self.running, self.decim, self.timings = running, decim, timings
+        self.state = None
+        self.soc_attrs: dict = {}
+        self.last_soc = None
+        self.rests: list = []
+        self.info: dict = {}
+
+    def process(self, tel: PackTelemetry, method: str) -> None:
+        clock = _time.perf_counter()
+        self.running.push(tel)
+        series = {"/time": tel.time, "/pack/current": tel.current,
+                  "/cells/voltage": tel.cell_voltage,
+                  "/cells/voltage_stale": tel.cell_voltage_stale}
+        if tel.pack_voltage is not None:
+            series["/pack/voltage"] = tel.pack_voltage
+        if tel.cell_temperature is not None:
+            series["/cells/temperature"] = tel.cell_temperature
+        if tel.balancing is not None:
+            series["/cells/balancing"] = tel.balancing
+        if method != "none":
+            soc = estimate_soc(tel, self.params, method=method, config=self.soc_config,
+                               state=self.state)
+            self.state = soc.state
+            self.running.push_soc(tel, soc)
+            sets, self.soc_attrs = soc.to_datasets()
+            series.update(sets)
+            self.last_soc = soc
+            self.rests.extend(soc.info.get("rest_periods", []))
+            self.info = soc.info
+            now = _time.perf_counter()
+            self.timings["estimate"] = self.timings.get("estimate", 0.0) + now - clock
+            clock = now
+        self.decim.push(series)
+        self.timings["write"] = self.timings.get("write", 0.0) + _time.perf_counter() - clock
+
+
 def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, decim, method,
-                    soc_config, output_dt_s, chunk_frames, timings, dbc) -> Analysis:
-    state = None
-    soc_attrs: dict = {}
-    last_soc = None
-    rests: list = []
+                    soc_config, output_dt_s, chunk_frames, timings, dbc, fit=False,
+                    whole_limit=None) -> Analysis:
+    requested = method
+    est = _Estimation(lay, params, soc_config, running, decim, timings)
+    # "smoother", "auto" and --fit want the whole drive: hold the telemetry chunks; "auto" falls
+    # back to the streaming EKF once the held telemetry passes whole_limit cell-samples
+    holding = fit or method in ("smoother", "auto")
+    limit = np.inf if (fit or method == "smoother") else float(whole_limit)
+    held, held_samples = [], 0
+    effective = method
     clock = _time.perf_counter()
     for frames in iter_log(log, chunk_frames=chunk_frames):
         now = _time.perf_counter()
@@ -410,39 +479,51 @@ def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, dec
         del signals
         clock, now = now, _time.perf_counter()
         timings["align"] += now - clock
-        if len(tel) == 0:
-            clock = _time.perf_counter()
-            continue
-        running.push(tel)
-        series = {"/time": tel.time, "/pack/current": tel.current,
-                  "/cells/voltage": tel.cell_voltage,
-                  "/cells/voltage_stale": tel.cell_voltage_stale}
-        if tel.pack_voltage is not None:
-            series["/pack/voltage"] = tel.pack_voltage
-        if tel.cell_temperature is not None:
-            series["/cells/temperature"] = tel.cell_temperature
-        if tel.balancing is not None:
-            series["/cells/balancing"] = tel.balancing
-        if method != "none":
-            soc = estimate_soc(tel, params, method=method, config=soc_config, state=state)
-            state = soc.state
-            running.push_soc(tel, soc)
-            sets, soc_attrs = soc.to_datasets()
-            series.update(sets)
-            last_soc = soc
-            rests.extend(soc.info.get("rest_periods", []))
-            clock, now = now, _time.perf_counter()
-            timings["estimate"] += now - clock
-        decim.push(series)
-        clock, now = now, _time.perf_counter()
-        timings["write"] = timings.get("write", 0.0) + now - clock
+        if len(tel):
+            if holding:
+                held.append(tel)
+                held_samples += len(tel) * tel.n_cells
+                if held_samples > limit:
+                    effective = "ekf"
+                    holding = False
+                    for part in held:
+                        est.process(part, effective)
+                    held = []
+            else:
+                est.process(tel, effective)
         clock = _time.perf_counter()
+    identification = quality = None
+    if held:
+        tel = concat_telemetry(held)
+        held = None
+        if fit:
+            from .identify import identify
+            t = _time.perf_counter()
+            identification = identify(tel, layout=lay)
+            est.params = identification.params
+            timings["identify"] = _time.perf_counter() - t
+        effective = "smoother" if method in ("smoother", "auto") else method
+        est.process(tel, effective)
+        del tel
+    state, soc_attrs, last_soc, rests = est.state, est.soc_attrs, est.last_soc, est.rests
+    method = effective
     notes = aligner.finish()
     t_write = _time.perf_counter()
     datasets = decim.finish()               # rows already went to the writer when writing
     fixed = running.voltage_stats()
     group_attrs: dict = {}
     plan = None
+    if identification is not None:
+        from .quality import assess_quality, quality_config
+        qcfg = quality_config(lay.raw.get("quality", {}),
+                              where=f"{lay.path or 'layout'} [quality]")
+        quality = assess_quality(identification, config=qcfg)
+        arrays, qattrs = quality.to_group()
+        fixed.update({f"/quality/{k}": v for k, v in arrays.items()})
+        group_attrs["/quality"] = qattrs
+        ia, iattrs = identification.to_datasets()
+        fixed.update({f"/quality/identification/{k}": v for k, v in ia.items()})
+        group_attrs["/quality/identification"] = iattrs
     if last_soc is not None:
         fixed["/cells/capacity_ah"] = last_soc.capacity_ah
         fixed["/cells/resistance_ohm"] = last_soc.params.r0_ohm
@@ -475,7 +556,9 @@ def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, dec
         "/pack/current": {"sampling": "time-weighted mean over each row's bin"
                           if output_dt_s > 0 else "sample"}}
     stats = {"running": running, "notes": notes, "rest_periods": _merge_rests(rests),
-             "source": aligner.source, "t0": t0, "rows_full_rate": running.rows}
+             "source": aligner.source, "t0": t0, "rows_full_rate": running.rows,
+             "identification": identification, "quality": quality,
+             "requested_method": requested, "soc_info": est.info}
     result = out_path = None
     if writer is not None:
         for key, arr in fixed.items():

@@ -55,8 +55,12 @@ def soc_summary(a: Analysis) -> str:
     if run.soc_end is None:
         return ""
     lines = []
-    lines.append(f"method     {a.method} (per-cell SoC with 1-sigma; "
-                 f"{len(a.stats.get('rest_periods', []))} rest period(s) found)")
+    how = a.method
+    if a.stats.get("requested_method") == "auto":
+        how += (" (auto: the whole drive fit in memory)" if a.method == "smoother"
+                else " (auto: log too long to hold, streamed)")
+    lines.append(f"method     {how}; per-cell SoC with 1-sigma; "
+                 f"{len(a.stats.get('rest_periods', []))} rest period(s) found")
     # start at the first sample where every cell has had a voltage (before, cells show the prior)
     start = run.soc_start if run.soc_start is not None else np.nan
     lines.append(f"pack SoC   start {100 * start:.1f} %, end {100 * run.usable_end:.1f} % "
@@ -86,3 +90,13 @@ def soc_summary(a: Analysis) -> str:
             lines.append(f"observed   balancing flags on {100 * np.mean(plan.duty):.1f} % of the "
                          f"time on average (max cell {100 * np.max(plan.duty):.1f} %)")
     return "\n".join(lines)
+
+
+def quality_summary(a: Analysis) -> str:
+    """Identified parameters and the weak-cell list (``analyze --fit``)."""
+    ident, q = a.stats.get("identification"), a.stats.get("quality")
+    if ident is None or q is None:
+        return ""
+    lines = ["identified per cell (capacity_ah, r0_ohm in /cells and /quality):", ident.summary(),
+             q.summary()]
+    return "\n".join(line for line in lines if line)

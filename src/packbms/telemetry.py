@@ -398,3 +398,24 @@ def build_telemetry(signals: SignalTable, layout: Layout, database=None) -> Pack
     tel = aligner.push(signals)
     tel.notes = aligner.finish()
     return tel
+
+
+def concat_telemetry(parts) -> PackTelemetry:
+    """Join telemetry chunks of one log (from :class:`TelemetryAligner` pushes) in time order."""
+    parts = [p for p in parts if len(p)] or list(parts)[:1]
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name):
+        arrays = [getattr(p, name) for p in parts]
+        if any(a is None for a in arrays):
+            return None
+        return np.concatenate(arrays)
+
+    last = parts[-1]
+    return PackTelemetry(
+        time=cat("time"), t0=parts[0].t0, current=cat("current"),
+        cell_voltage=cat("cell_voltage"), cell_voltage_stale=cat("cell_voltage_stale"),
+        pack_voltage=cat("pack_voltage"), cell_temperature=cat("cell_temperature"),
+        cell_temperature_stale=cat("cell_temperature_stale"), balancing=cat("balancing"),
+        notes=last.notes, source=last.source)
