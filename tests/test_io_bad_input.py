@@ -93,12 +93,16 @@ def test_not_a_blf_file(tmp_path, realdata):
     _raises(path, "not a BLF file", errors="skip")       # nothing readable: raises in skip too
 
 
-def test_mf4_without_asammdf(monkeypatch, realdata):
+@pytest.mark.parametrize("engine", ["native", "python-can"])
+def test_mf4_without_asammdf(monkeypatch, realdata, engine):
     import can.io.mf4
 
+    from packbms.io import native_mf4
+
     monkeypatch.setattr(can.io.mf4, "asammdf", None)
+    monkeypatch.setattr(native_mf4, "_asammdf", lambda: None)
     _raises(realdata / "css-electronics-canedge-mf4/kona-ev_uds_17BD1DB7_00000170.MF4",
-            "pip install asammdf")
+            "pip install asammdf", engine=engine)
 
 
 def test_corrupted_mf4(tmp_path, realdata):

@@ -2,8 +2,9 @@
 :mod:`packbms.io.writers` and the native BLF writer in :mod:`packbms.io.blf`)."""
 
 from .frames import FrameTable
-from .readers import SUPPORTED_SUFFIXES, ReadReport, iter_log, read_log
+from .readers import ENGINES, NATIVE_SUFFIXES, SUPPORTED_SUFFIXES, ReadReport, iter_log, read_log
 from .writers import WRITE_SUFFIXES, write_log
 
-__all__ = ["FrameTable", "read_log", "iter_log", "ReadReport", "SUPPORTED_SUFFIXES",
+__all__ = ["FrameTable", "read_log", "iter_log", "ReadReport", "SUPPORTED_SUFFIXES", "ENGINES",
+           "NATIVE_SUFFIXES",
            "write_log", "WRITE_SUFFIXES"]

@@ -94,11 +94,25 @@ _WRITE_CHUNK_FRAMES = 1 << 18
 
 
 class BlfHeader(NamedTuple):
-    """The parts of a BLF file header the reader checks."""
+    """The parts of a BLF file header the readers use."""
 
     header_size: int
     file_size: int
     object_count: int
+    #: the start SYSTEMTIME as Unix seconds, computed as python-can does (0 when not a date)
+    start_timestamp: float = 0.0
+    uncompressed_size: int = 0
+
+
+def systemtime_to_timestamp(st) -> float:
+    """Unix seconds of a ``SYSTEMTIME`` (year, month, weekday, day, hour, minute, second, ms),
+    exactly as python-can's ``can.io.blf.systemtime_to_timestamp``: 0 when it is not a date."""
+    try:
+        t = _dt.datetime(st[0], st[1], st[3], st[4], st[5], st[6], st[7] * 1000,
+                         tzinfo=_dt.timezone.utc)
+        return t.timestamp()
+    except ValueError:
+        return 0
 
 
 class BlfObject(NamedTuple):
@@ -138,13 +152,18 @@ def read_blf_header(f: BinaryIO, path) -> BlfHeader:
         raise LogFormatError(f"truncated BLF header: {FILE_HEADER.size + len(rest)} bytes, "
                              f"expected {header_size}", path=path,
                              offset=FILE_HEADER.size + len(rest))
-    return BlfHeader(header_size, fields[10], fields[12])
+    return BlfHeader(header_size, fields[10], fields[12], systemtime_to_timestamp(fields[14:22]),
+                     fields[11])
 
 
-def iter_blf_objects(f: BinaryIO, offset: int, path, *, read_bodies: bool = True):
+def iter_blf_objects(f: BinaryIO, offset: int, path, *, read_bodies: bool = True,
+                     file_size: int | None = None):
     """Walk the top-level objects from ``offset`` (where ``f`` is positioned).
 
     With ``read_bodies=False`` the bodies are skipped with ``seek`` (a cheap scan of the framing).
+    A body is never allocated from its declared size alone: with ``file_size`` known, a size past
+    the end of the file is refused before reading; otherwise (a compressed stream) the body is read
+    in bounded pieces, so memory follows the bytes actually there.
 
     Raises
     ------
@@ -167,8 +186,10 @@ def iter_blf_objects(f: BinaryIO, offset: int, path, *, read_bodies: bool = True
             raise LogFormatError(f"corrupted: object size {obj_size} is smaller than its header",
                                  path=path, offset=offset)
         need = obj_size - OBJ_BASE.size
-        if read_bodies:
-            body = f.read(need)
+        if read_bodies and file_size is not None and offset + obj_size > file_size:
+            got = max(file_size - offset - OBJ_BASE.size, 0)
+        elif read_bodies:
+            body = _read_bounded(f, need)
             got = len(body)
         else:
             body = None
@@ -187,8 +208,43 @@ def iter_blf_objects(f: BinaryIO, offset: int, path, *, read_bodies: bool = True
         offset += obj_size + pad
 
 
-def decompress_container(obj: BlfObject, path) -> bytes:
+_READ_PIECE = 1 << 24
+
+
+def _read_bounded(f: BinaryIO, need: int) -> bytes:
+    """Read ``need`` bytes (fewer at the end of the stream) in pieces of at most 16 MiB."""
+    if need <= _READ_PIECE:
+        return f.read(need)
+    pieces = []
+    while need > 0:
+        piece = f.read(min(need, _READ_PIECE))
+        if not piece:
+            break
+        pieces.append(piece)
+        need -= len(piece)
+    return b"".join(pieces)
+
+
+#: Largest inflated container accepted when the container does not declare its size (python-can
+#: and Vector write at most 128 KiB per container); a bigger one is refused as corrupted.
+MAX_INFLATED_BYTES = 64 << 20
+
+
+def decompress_container(obj: BlfObject, path, zlib_module=zlib):
     """The uncompressed payload of a ``LOG_CONTAINER`` object.
+
+    Output is bounded by the declared uncompressed size (or :data:`MAX_INFLATED_BYTES` when the
+    container declares 0), so a small corrupted container cannot inflate without limit.
+
+    Parameters
+    ----------
+    obj
+        The container; ``obj.body`` is any bytes-like object.
+    path
+        Shown in errors.
+    zlib_module
+        An inflater with zlib's ``decompressobj`` interface (stdlib ``zlib`` or
+        ``isal.isal_zlib``).
 
     Raises
     ------
@@ -201,16 +257,22 @@ def decompress_container(obj: BlfObject, path) -> bytes:
         raise LogFormatError("corrupted: log container shorter than its header", path=path,
                              offset=obj.offset)
     method, usize = CONTAINER.unpack_from(body)
-    payload = body[CONTAINER.size:]
+    payload = memoryview(body)[CONTAINER.size:]
     if method == NO_COMPRESSION:
         data = bytes(payload)
     elif method == ZLIB_DEFLATE:
-        z = zlib.decompressobj()
+        limit = usize if usize else MAX_INFLATED_BYTES
+        z = zlib_module.decompressobj()
         try:
-            data = z.decompress(payload)
-        except zlib.error as e:
+            data = z.decompress(payload, limit + 1)
+        except zlib_module.error as e:
             raise LogFormatError(f"corrupted log container: bad zlib data ({e})", path=path,
                                  offset=obj.offset) from e
+        if len(data) > limit:
+            what = f"the container declares {usize}" if usize else \
+                f"more than the {MAX_INFLATED_BYTES} accepted"
+            raise LogFormatError(f"corrupted log container: inflates to more bytes than {what}",
+                                 path=path, offset=obj.offset)
         if not z.eof:
             raise LogFormatError("corrupted log container: the zlib stream is incomplete",
                                  path=path, offset=obj.offset)
