@@ -170,6 +170,7 @@ def test_analyze_fit_prints_and_stores_quality(tmp_path, capsys):
     assert main(["analyze", *ARGS, "--out", str(out), "--fit"]) == 0
     text = capsys.readouterr().out
     assert "cell 43: R0" in text and "cell 74: capacity" in text and "grade" in text
+    assert "#96 " in text and "mOhm" in text                 # per-cell capacity and R0 printed
     res = store.load(out)
     truth = load_truth(DATA / "drive_96s.truth.h5")
     cap = res["/cells/capacity_ah"]

@@ -97,6 +97,13 @@ def quality_summary(a: Analysis) -> str:
     ident, q = a.stats.get("identification"), a.stats.get("quality")
     if ident is None or q is None:
         return ""
-    lines = ["identified per cell (capacity_ah, r0_ohm in /cells and /quality):", ident.summary(),
-             q.summary()]
+    lines = ["identified (stored in /cells/capacity_ah, /cells/resistance_ohm and /quality):",
+             ident.summary()]
+    cap, r0 = ident.params.capacity_ah, ident.params.r0_ohm
+    cells = [f"#{i + 1:<3d}{cap[i]:6.2f} Ah {1000 * r0[i]:5.3f} mOhm" for i in range(len(cap))]
+    per_line = 4
+    lines.append("per cell   capacity and R0 (25 degC):")
+    for k in range(0, len(cells), per_line):
+        lines.append("           " + "   ".join(cells[k:k + per_line]))
+    lines.append(q.summary())
     return "\n".join(line for line in lines if line)
