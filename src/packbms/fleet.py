@@ -523,18 +523,8 @@ def _stamp(path: Path, attrs: dict) -> None:
         raise StorageError(f"{path}: cannot add the fleet attributes ({e})") from e
 
 
-def _attr(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, str) and v[:1] in "[{":
-        import json
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v
+# one decoder for stored attributes: the store's (bytes, NumPy scalars, JSON text)
+_attr = store._from_attr
 
 
 @contextmanager
