@@ -76,6 +76,24 @@ def _prepare(dbc, layout) -> tuple[CompiledDatabase, Layout]:
     return db, lay
 
 
+def _decoded_chunks(log, cdb, wanted, chunk_frames, timings):
+    """Read the log chunk by chunk and decode the messages the layout needs, adding the time
+    spent to ``timings["read"]`` and ``timings["decode"]``; each chunk's frames are dropped once
+    decoded."""
+    clock = _time.perf_counter()
+    for frames in iter_log(log, chunk_frames=chunk_frames):
+        now = _time.perf_counter()
+        timings["read"] += now - clock
+        signals = decode(frames, cdb, messages=wanted)
+        if signals.source is None:
+            signals.source = str(log)
+        del frames
+        clock = _time.perf_counter()
+        timings["decode"] += clock - now
+        yield signals
+        clock = _time.perf_counter()
+
+
 def load_telemetry(log, dbc, layout, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                    timings: dict | None = None) -> tuple[PackTelemetry, Layout]:
     """Read, decode and align a log.
@@ -111,19 +129,8 @@ def load_telemetry(log, dbc, layout, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES
     cdb, lay = _prepare(dbc, layout)
     wanted = lay.required_messages(cdb.database)
     timings["prepare"] = _time.perf_counter() - t
-    t_read = t_dec = 0.0
-    parts = []
-    t = _time.perf_counter()
-    for frames in iter_log(log, chunk_frames=chunk_frames):
-        t1 = _time.perf_counter()
-        t_read += t1 - t
-        parts.append(decode(frames, cdb, messages=wanted))
-        t = _time.perf_counter()
-        t_dec += t - t1
-    timings["read"], timings["decode"] = t_read, t_dec
-    signals = concat_signal_tables(parts)
-    if signals.source is None:
-        signals.source = str(log)
+    timings["read"] = timings["decode"] = 0.0
+    signals = concat_signal_tables(list(_decoded_chunks(log, cdb, wanted, chunk_frames, timings)))
     t = _time.perf_counter()
     tel = build_telemetry(signals, lay, cdb.database)
     timings["align"] = _time.perf_counter() - t
@@ -465,20 +472,11 @@ def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, dec
     limit = np.inf if (fit or method == "smoother") else float(whole_limit)
     held, held_samples = [], 0
     effective = method
-    clock = _time.perf_counter()
-    for frames in iter_log(log, chunk_frames=chunk_frames):
-        now = _time.perf_counter()
-        timings["read"] += now - clock
-        signals = decode(frames, cdb, messages=wanted)
-        if signals.source is None:
-            signals.source = str(log)
-        del frames
-        clock, now = now, _time.perf_counter()
-        timings["decode"] += now - clock
+    for signals in _decoded_chunks(log, cdb, wanted, chunk_frames, timings):
+        clock = _time.perf_counter()
         tel = aligner.push(signals)
         del signals
-        clock, now = now, _time.perf_counter()
-        timings["align"] += now - clock
+        timings["align"] += _time.perf_counter() - clock
         if len(tel):
             if holding:
                 held.append(tel)
@@ -491,7 +489,6 @@ def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, dec
                     held = []
             else:
                 est.process(tel, effective)
-        clock = _time.perf_counter()
     identification = quality = None
     if held:
         tel = concat_telemetry(held)
