@@ -136,7 +136,6 @@ class _GroupAligner:
         self.source = source            # SignalGroup or list of signal names
         self.count = count
         self.label = label
-        self.fixed_stale = stale_after_s
         self.stale_after = stale_after_s if stale_after_s is not None else STALE_MIN_S
         self.frozen = stale_after_s is not None
         self.cur_v = np.full(count, np.nan)
@@ -332,8 +331,8 @@ class TelemetryAligner:
             notes["current_dropped_backwards"] = self._dropped
         if self._gap["threshold_s"] is not None:
             notes["current_gaps"] = dict(self._gap)
-        notes["cell_voltage_stale_fraction"] = (self._stale_sum / (self._rows * self.layout.cells_in_series)
-                                                if self._rows else 0.0)
+        cells = self._rows * self.layout.cells_in_series
+        notes["cell_voltage_stale_fraction"] = self._stale_sum / cells if cells else 0.0
         if self._temp_group is not None and "cell_temperature" not in self.groups:
             notes["cell_temperature_missing"] = True
         return notes
