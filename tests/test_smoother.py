@@ -13,7 +13,8 @@ from test_soc_kernels import _params
 
 from packbms.errors import EstimationError
 from packbms.simulate import SimConfig
-from packbms.soc import EKFConfig, SocState, estimate_soc, estimate_soc_arrays, nominal_params
+from packbms.soc import (EKFConfig, SmootherStream, SocState, estimate_soc, estimate_soc_arrays,
+                         nominal_params)
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -125,3 +126,44 @@ def test_old_checkpoints_without_t_update_still_load():
     back = SocState.from_dict(d)
     assert np.isnan(back.t_update).all()
     estimate_soc_arrays(t + 2.0, np.zeros(20), np.full((20, 2), 3.8), p, state=back)
+
+
+@SETTINGS
+@given(drive=soc_drives(), update_on_change=st.booleans(),
+       init=st.sampled_from(["auto", "given", "ocv"]),
+       cuts=st.lists(st.floats(0, 1), max_size=4), picks=st.lists(st.floats(0, 1), max_size=10),
+       temperature=st.booleans())
+def test_streamed_smoother_equals_one_call(drive, update_on_change, init, cuts, picks,
+                                           temperature):
+    """SmootherStream (forward chunk by chunk, records only, one backward pass) gives the
+    numbers of one whole-drive call bit for bit, on every row or on kept rows, cells that
+    never start or start late included."""
+    t, i, v, cap = drive
+    p = _params(cap)
+    cfg = EKFConfig(init=init, initial_soc=0.3, update_on_change=update_on_change)
+    temp = (np.linspace(10.0, 30.0, len(t))[:, None] + np.zeros((1, 2))) if temperature else None
+    whole = estimate_soc_arrays(t, i, v, p, method="smoother", config=cfg, temperature_c=temp)
+    edges = sorted({0, len(t), *(int(c * len(t)) for c in cuts)})
+    rows = np.unique(np.array([int(x * (len(t) - 1)) for x in picks] + [len(t) - 1],
+                              dtype=np.int64))
+    for keep in (None, rows):
+        sm = SmootherStream(p, cfg)
+        for a, b in zip(edges[:-1], edges[1:]):
+            local = None if keep is None else keep[(keep >= a) & (keep < b)] - a
+            sm.push(t[a:b], i[a:b], v[a:b], None if temp is None else temp[a:b], rows=local)
+        got = sm.finish()
+        want = slice(None) if keep is None else keep
+        np.testing.assert_array_equal(got.soc, whole.soc[want])
+        np.testing.assert_array_equal(got.soc_std, whole.soc_std[want])
+        np.testing.assert_array_equal(got.time_s, t[want])
+        np.testing.assert_array_equal(got.state.x, whole.state.x)
+
+
+def test_streamed_smoother_errors():
+    p = nominal_params(2, 60.0)
+    sm = SmootherStream(p)
+    with pytest.raises(EstimationError, match="nothing was pushed"):
+        sm.finish()
+    sm.push(np.arange(5.0), np.zeros(5), np.full((5, 2), 3.7), rows=np.array([1, 3]))
+    with pytest.raises(EstimationError, match="among the rows kept"):
+        sm.finish(rows=np.array([2]))

@@ -241,6 +241,36 @@ def test_chunked_equals_whole(drive, method, cuts):
     np.testing.assert_allclose(state.P, whole.state.P, rtol=1e-12, atol=0)
 
 
+@SETTINGS
+@given(drive=soc_drives(), method=st.sampled_from(["ekf", "smoother", "coulomb"]),
+       picks=st.lists(st.floats(0, 1), min_size=0, max_size=12))
+def test_kept_rows_equal_every_row_indexed(drive, method, picks):
+    """rows= keeps exactly those rows of the full output (the EKF and smoother skip the work
+    of the others; the state after the last row is the same)."""
+    t, i, v, cap = drive
+    p = _params(cap)
+    cfg = (CoulombConfig(init="auto", initial_soc=0.4, rest_min_s=0.5) if method == "coulomb"
+           else EKFConfig(init="auto", initial_soc=0.4))
+    full = estimate_soc_arrays(t, i, v, p, method=method, config=cfg)
+    rows = np.unique(np.array([int(x * (len(t) - 1)) for x in picks], dtype=np.int64))
+    kept = estimate_soc_arrays(t, i, v, p, method=method, config=cfg, rows=rows)
+    np.testing.assert_array_equal(kept.rows, rows)
+    np.testing.assert_array_equal(kept.time_s, t[rows])
+    np.testing.assert_array_equal(kept.soc, full.soc[rows])
+    np.testing.assert_array_equal(kept.soc_std, full.soc_std[rows])
+    np.testing.assert_array_equal(kept.pack.usable, full.pack.usable[rows])
+    np.testing.assert_array_equal(kept.state.x, full.state.x)
+    np.testing.assert_array_equal(kept.state.P, full.state.P)
+
+
+@pytest.mark.parametrize("rows", [[2, 1], [0, 0], [-1], [10**6], [0.5]])
+def test_kept_rows_must_be_increasing_indices(rows):
+    p = nominal_params(2, 60.0)
+    with pytest.raises(EstimationError, match="rows"):
+        estimate_soc_arrays(np.arange(5.0), np.zeros(5), np.full((5, 2), 3.75), p,
+                            rows=np.array(rows))
+
+
 def test_state_round_trip_through_npz(tmp_path):
     p = nominal_params(3, 60.0)
     t = np.arange(100) * 0.1

@@ -18,6 +18,7 @@ from .balancing import plan_balancing
 from .errors import EstimationError
 from .dbc import CompiledDatabase, compile_database, decode, load_database
 from .io import iter_log
+from .kernels.stats import flag_time, voltage_stats
 from .layout import Layout, load_layout
 from .signals import concat_signal_tables
 from .soc import estimate_soc, nominal_params
@@ -137,13 +138,6 @@ def load_telemetry(log, dbc, layout, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES
     return tel, lay
 
 
-METHODS = ("auto", "smoother", "ekf", "coulomb", "none")
-#: With method="auto", the smoother runs when the whole drive's telemetry stays under this many
-#: cell-samples (about 1.5 h of 96 cells at 100 Hz, ~2 GB of full-rate arrays); longer logs
-#: stream through the EKF in bounded memory.
-AUTO_WHOLE_DRIVE_CELL_SAMPLES = 50_000_000
-
-
 #: Default spacing of the stored result's rows (s); 0 stores every sample of the current.
 DEFAULT_OUTPUT_DT_S = 0.1
 
@@ -185,46 +179,86 @@ def bin_mean(values: np.ndarray, hold_s: np.ndarray, rows: np.ndarray) -> np.nda
 
 
 class _Decimator:
-    """Cuts full-rate series into the stored rows chunk by chunk, holding back the samples of
-    the last (possibly incomplete) bin until the next chunk or :meth:`finish`."""
+    """Sends the stored rows on, chunk by chunk: the last sample of each ``dt_s`` bin (every
+    sample when 0), ``/pack/current`` as the time-weighted mean over the bin.
+
+    A chunk's last sample may not end its bin (the next chunk can continue it): its row is held
+    back, with the charge and time its bin has gathered, until the next chunk or
+    :meth:`finish`. Only the kept rows of the [T, S] series ever reach here.
+    """
 
     def __init__(self, dt_s: float, sink=None):
         self.dt_s = dt_s
-        self.carry: dict | None = None
+        self.pending: dict | None = None
         self.parts: dict[str, list] = {}
         self.sink = sink          # called with each batch of rows; else rows are kept here
 
-    def push(self, series: dict, final: bool = False) -> None:
-        if self.carry is not None:
-            series = {k: np.concatenate((self.carry[k], v)) for k, v in series.items()}
-            self.carry = None
-        t = series["/time"]
+    def rows(self, time_s: np.ndarray) -> np.ndarray:
+        """The rows of a chunk that may be stored: each bin's last sample and the chunk's last
+        sample (:func:`output_rows`)."""
+        return output_rows(time_s, self.dt_s)
+
+    def push(self, time_s: np.ndarray, current_a: np.ndarray, rows: np.ndarray,
+             sampled: dict) -> None:
+        """One chunk: its full-rate time and current, the rows :meth:`rows` chose and the
+        other series at those rows."""
+        t, i = time_s, current_a
         n = len(t)
         if n == 0:
             return
-        if final or self.dt_s <= 0:
-            k = n
-        else:
-            b = np.floor(t / self.dt_s)
-            k = int(np.searchsorted(b, b[-1], side="left"))   # first sample of the last bin
-            if k == 0:                                        # a single (open) bin so far
-                self.carry = series
-                return
-        hold = np.diff(t, append=t[-1])                        # time each sample holds
-        rows = output_rows(t[:k], self.dt_s)
-        batch = {key: bin_mean(v[:k], hold[:k], rows) if key == "/pack/current" else v[:k][rows]
-                 for key, v in series.items()}
+        if self.dt_s <= 0:
+            self._emit({"/time": t, "/pack/current": i, **sampled})
+            return
+        hold = np.empty(n)
+        np.subtract(t[1:], t[:-1], out=hold[:-1])
+        hold[-1] = 0.0                          # until the next chunk's first sample
+        starts = np.concatenate(([0], rows[:-1] + 1))
+        q = np.add.reduceat(i * hold, starts)
+        span = np.add.reduceat(hold, starts)
+        bins = np.floor(t[rows] / self.dt_s)
+        first = None
+        if self.pending is not None:
+            p = self.pending
+            gap = t[0] - p["t"]
+            p["q"] += p["i"] * gap
+            p["span"] += gap
+            if np.floor(t[0] / self.dt_s) == p["bin"]:     # its bin goes on in this chunk
+                q[0] += p["q"]
+                span[0] += p["span"]
+            else:
+                first = self._pending_row()
+            self.pending = None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(span > 0, q / span, i[rows])
+        batch = {"/time": t[rows], "/pack/current": mean, **sampled}
+        self.pending = {"row": {k: v[-1:] for k, v in batch.items()}, "bin": bins[-1],
+                        "q": q[-1], "span": span[-1], "t": t[-1], "i": i[-1]}
+        batch = {k: v[:-1] for k, v in batch.items()}
+        if first is not None:
+            batch = {k: np.concatenate((first[k], v)) for k, v in batch.items()}
+        if len(batch["/time"]):
+            self._emit(batch)
+
+    def _pending_row(self) -> dict:
+        p = self.pending
+        row = dict(p["row"])
+        if p["span"] > 0:
+            row["/pack/current"] = np.array([p["q"] / p["span"]])
+        else:                                    # a bin of zero duration keeps its sample
+            row["/pack/current"] = np.array([p["i"]])
+        return row
+
+    def _emit(self, batch: dict) -> None:
         if self.sink is not None:
             self.sink(batch)
         else:
             for key, v in batch.items():
                 self.parts.setdefault(key, []).append(v)
-        if k < n:
-            self.carry = {key: v[k:] for key, v in series.items()}
 
     def finish(self) -> dict:
-        if self.carry is not None:
-            self.push({k: v[:0] for k, v in self.carry.items()}, final=True)
+        if self.pending is not None:
+            self._emit(self._pending_row())
+            self.pending = None
         return {k: np.concatenate(v) for k, v in self.parts.items()}
 
 
@@ -247,34 +281,30 @@ class _Running:
         self.soc_end = self.soc_std_end = None
         self.usable_end = np.nan
 
-    def push_soc(self, tel: PackTelemetry, soc) -> None:
-        if self.soc_start is None:
-            fresh = np.flatnonzero(~tel.cell_voltage_stale.any(axis=1))
-            if len(fresh):
-                self.soc_start = float(soc.pack.usable[fresh[0]])
+    def push_soc(self, soc, first_fresh_usable: float | None) -> None:
+        """Fold a chunk's SoC result in (``first_fresh_usable``: the usable pack SoC at the
+        chunk's first row with every cell fresh, None when it has none)."""
+        if self.soc_start is None and first_fresh_usable is not None:
+            self.soc_start = float(first_fresh_usable)
         self.soc_end = soc.soc[-1].copy()
         self.soc_std_end = soc.soc_std[-1].copy()
         self.usable_end = float(soc.pack.usable[-1])
 
-    def push(self, tel: PackTelemetry) -> None:
+    def push(self, tel: PackTelemetry) -> int:
+        """Fold a chunk of telemetry in; returns its first row with every cell fresh (-1:
+        none)."""
         n = len(tel)
         if n == 0:
-            return
+            return -1
         v = tel.cell_voltage
-        # fmin/fmax skip NaN (stale) without copying the chunk; all-NaN columns give NaN
-        mins, maxs = np.fmin.reduce(v, axis=0), np.fmax.reduce(v, axis=0)
-        cnt = np.count_nonzero(~np.isnan(v), axis=0)
-        sums = np.nansum(v, axis=0)
         if self.v_min is None:
-            self.v_min, self.v_max, self.v_sum, self.v_n = mins, maxs, sums, cnt
-        else:
-            self.v_min = np.fmin(self.v_min, mins)
-            self.v_max = np.fmax(self.v_max, maxs)
-            self.v_sum += sums
-            self.v_n += cnt
-        full = np.flatnonzero(~tel.cell_voltage_stale.any(axis=1))
-        if len(full):
-            self.end_voltage = v[full[-1]].copy()
+            s = v.shape[1]
+            self.v_min, self.v_max = np.full(s, np.inf), np.full(s, -np.inf)
+            self.v_sum, self.v_n = np.zeros(s), np.zeros(s, np.int64)
+        first, last = voltage_stats(v, tel.cell_voltage_stale, self.v_min, self.v_max,
+                                    self.v_sum, self.v_n)
+        if last >= 0:
+            self.end_voltage = v[last].copy()
         self.i_min = min(self.i_min, float(tel.current.min()))
         self.i_max = max(self.i_max, float(tel.current.max()))
         t, i = tel.time, tel.current
@@ -293,7 +323,7 @@ class _Running:
             if self.duty_s is None:
                 self.duty_s = np.zeros(flags.shape[1])
                 self.flag_t0 = float(t[0])
-            self.duty_s += (flags[:-1] != 0).T.astype(np.float64) @ dt
+            flag_time(flags, t, self.duty_s)
         self.prev = (float(tel.time[-1]), float(tel.current[-1]),
                      None if tel.balancing is None else tel.balancing[-1].copy())
         if tel.pack_voltage is not None and np.isfinite(tel.pack_voltage).any():
@@ -304,6 +334,7 @@ class _Running:
             self.temp_max = max(self.temp_max, float(np.nanmax(tel.cell_temperature)))
             self.temp_sensors = tel.cell_temperature.shape[1]
         self.rows += n
+        return first
 
     def duty(self) -> tuple[np.ndarray | None, float]:
         if self.duty_s is None or self.prev is None:
@@ -321,10 +352,12 @@ class _Running:
 
 
 METHODS = ("auto", "smoother", "ekf", "coulomb", "none")
-#: With method="auto", the smoother runs when the whole drive's telemetry stays under this many
-#: cell-samples (about 1.5 h of 96 cells at 100 Hz, ~2 GB of full-rate arrays); longer logs
-#: stream through the EKF in bounded memory.
-AUTO_WHOLE_DRIVE_CELL_SAMPLES = 50_000_000
+#: With method="auto", the smoother runs while the drive stays under this many cell-samples
+#: (about 2.9 h of 96 cells at 100 Hz). The smoother streams too (it holds its records, 48 bytes
+#: per cell-update, the [T] current and the stored rows: ~200 MB per hour of 96 cells at 5 Hz
+#: voltages), so this bounds memory, not a full-rate copy; a longer log goes on with the
+#: streaming EKF from where the smoother's forward filter is.
+AUTO_WHOLE_DRIVE_CELL_SAMPLES = 100_000_000
 
 
 def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = False,
@@ -346,10 +379,12 @@ def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = Fal
     out
         Where to write the result (``.h5``); nothing is written when None.
     method
-        SoC estimator. ``"auto"`` (default): the RTS smoother over the whole drive when its
-        telemetry fits under ``whole_drive_cell_samples``, else the streaming EKF (the summary
-        and the ``method`` attr say which ran). ``"smoother"`` always smooths (holds the whole
-        drive's telemetry in memory); ``"ekf"`` and ``"coulomb"`` stream in bounded memory;
+        SoC estimator. ``"auto"`` (default): the RTS smoother over the whole drive when it
+        has at most ``whole_drive_cell_samples`` cell-samples, else the streaming EKF (the
+        summary and the ``method`` attr say which ran). ``"smoother"`` always smooths; it
+        streams the forward filter chunk by chunk (:class:`packbms.soc.SmootherStream`) and
+        holds only its records, the [T] current and the stored rows until the backward pass
+        (~200 MB per hour of 96 cells); ``"ekf"`` and ``"coulomb"`` stream in bounded memory;
         ``"none"`` stores telemetry only.
     fit
         Identify each cell's capacity, R0, RC and self-discharge from the log
@@ -406,49 +441,118 @@ def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = Fal
     if chunk_frames < 1:
         raise EstimationError(f"chunk_frames must be >= 1, got {chunk_frames}")
     writer = store.ResultWriter(out, compression) if out is not None else None
-    decim = _Decimator(output_dt_s, sink=writer.append if writer is not None else None)
     timings["prepare"] = _time.perf_counter() - clock
     if method != "none":
         timings["estimate"] = 0.0
     try:
-        return _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, decim,
-                               method, soc_config, output_dt_s, chunk_frames, timings, dbc,
-                               fit=fit, whole_limit=whole_drive_cell_samples)
+        return _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, method,
+                               soc_config, output_dt_s, chunk_frames, timings, dbc, fit=fit,
+                               whole_limit=whole_drive_cell_samples)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
 
 
-class _Estimation:
-    """Per-chunk estimation with its state carried over, feeding the stored rows."""
+#: Datasets of a SoC result (the streaming smoother holds them back until its backward pass).
+_SOC_KEYS = ("/cells/soc", "/cells/soc_std", "/pack/soc", "/pack/soc_min", "/pack/soc_max",
+             "/pack/soc_mean")
 
-    def __init__(self, lay, params, soc_config, running, decim, timings):
+
+class _Estimation:
+    """Per-chunk estimation with its state carried over, feeding the stored rows.
+
+    With ``stream_smoother`` the chunks go through :class:`packbms.soc.SmootherStream`: the
+    stored rows of the telemetry go on at once, the filtered SoC rows are held back (with the
+    smoother's records) until :meth:`finish` replaces them by the smoothed ones. Past
+    ``smoother_limit`` cell-samples it falls back to the streaming EKF: the held filtered
+    rows are sent as they are (they are the EKF's) and the filter goes on.
+    """
+
+    def __init__(self, lay, params, soc_config, running, output_dt_s, timings, sink,
+                 stream_smoother=False, smoother_limit=np.inf):
         self.lay, self.params, self.soc_config = lay, params, soc_config
-        self.running, self.decim, self.timings = running, decim, timings
+        self.running, self.timings = running, timings
+        self.decim = _Decimator(output_dt_s, sink=self._sink)
+        self.out_sink = sink              # writer.append, or None: kept in self.parts
+        self.parts: dict[str, list] = {}
         self.state = None
         self.soc_attrs: dict = {}
         self.last_soc = None
         self.rests: list = []
         self.info: dict = {}
+        self.smoother = None
+        if stream_smoother:
+            from .soc import SmootherStream
+            self.smoother = SmootherStream(params, soc_config)
+        self.smoother_limit = smoother_limit
+        self.samples = 0
+        self.rows_seen = 0
+        self.first_fresh_row = -1         # global row of the first all-fresh row
+        self.held_soc: list = []          # filtered SoC rows held for the smoother
+        self.held_rows: list = []         # the global rows they stand for
+        self.fell_back = False
 
+    # -- where the stored rows go --------------------------------------------------------
+    def _out(self, batch: dict) -> None:
+        if self.out_sink is not None:
+            self.out_sink(batch)
+        else:
+            for key, v in batch.items():
+                self.parts.setdefault(key, []).append(v)
+
+    def _sink(self, batch: dict) -> None:
+        rows = batch.pop("/_row")
+        if self.smoother is not None and "/cells/soc" in batch:
+            self.held_soc.append({k: batch.pop(k) for k in _SOC_KEYS})
+            self.held_rows.append(rows)
+        self._out(batch)
+
+    def _fall_back(self) -> None:
+        """Past the smoother's limit: send the held (filtered) rows, go on as the EKF."""
+        for part in self.held_soc:
+            self._out(part)
+        self.held_soc, self.held_rows = [], []
+        self.smoother = None
+        self.fell_back = True
+
+    # -- chunks --------------------------------------------------------------------------
     def process(self, tel: PackTelemetry, method: str) -> None:
         clock = _time.perf_counter()
-        self.running.push(tel)
-        series = {"/time": tel.time, "/pack/current": tel.current,
-                  "/cells/voltage": tel.cell_voltage,
-                  "/cells/voltage_stale": tel.cell_voltage_stale}
+        first_fresh = self.running.push(tel)
+        rows = self.decim.rows(tel.time)
+        series = {"/_row": rows + self.rows_seen,
+                  "/cells/voltage": tel.cell_voltage[rows],
+                  "/cells/voltage_stale": tel.cell_voltage_stale[rows]}
         if tel.pack_voltage is not None:
-            series["/pack/voltage"] = tel.pack_voltage
+            series["/pack/voltage"] = tel.pack_voltage[rows]
         if tel.cell_temperature is not None:
-            series["/cells/temperature"] = tel.cell_temperature
+            series["/cells/temperature"] = tel.cell_temperature[rows]
         if tel.balancing is not None:
-            series["/cells/balancing"] = tel.balancing
+            series["/cells/balancing"] = tel.balancing[rows]
         if method != "none":
-            soc = estimate_soc(tel, self.params, method=method, config=self.soc_config,
-                               state=self.state)
+            # the estimator runs on every row and keeps the stored ones (plus, until the
+            # summary has it, the first row with every cell fresh)
+            extra = first_fresh >= 0 and self.running.soc_start is None
+            keep = np.union1d(rows, [first_fresh]) if extra else rows
+            if extra:
+                self.first_fresh_row = self.rows_seen + first_fresh
+            if self.smoother is not None:
+                self.samples += len(tel) * tel.n_cells
+                soc = self.smoother.push(tel.time, tel.current, tel.cell_voltage,
+                                         tel.cell_temperature, rows=keep)
+                if self.samples > self.smoother_limit:
+                    self._fall_back()
+            else:
+                soc = estimate_soc(tel, self.params, method=method, config=self.soc_config,
+                                   state=self.state, rows=keep)
             self.state = soc.state
-            self.running.push_soc(tel, soc)
+            usable = None
+            if extra:
+                usable = float(soc.pack.usable[np.searchsorted(keep, first_fresh)])
+                if len(keep) != len(rows):
+                    soc = _soc_rows(soc, np.searchsorted(keep, rows))
+            self.running.push_soc(soc, usable)
             sets, self.soc_attrs = soc.to_datasets()
             series.update(sets)
             self.last_soc = soc
@@ -457,56 +561,96 @@ class _Estimation:
             now = _time.perf_counter()
             self.timings["estimate"] = self.timings.get("estimate", 0.0) + now - clock
             clock = now
-        self.decim.push(series)
+        self.rows_seen += len(tel)
+        self.decim.push(tel.time, tel.current, rows, series)
         self.timings["write"] = self.timings.get("write", 0.0) + _time.perf_counter() - clock
 
+    def finish(self) -> dict:
+        """Flush the last rows (and run the smoother's backward pass); returns the stored
+        rows when they were kept in memory."""
+        clock = _time.perf_counter()
+        self.decim.finish()
+        if self.smoother is not None and self.smoother.rows_seen:
+            t = _time.perf_counter()
+            stored = np.concatenate(self.held_rows)
+            want = stored
+            if self.first_fresh_row >= 0:
+                want = np.union1d(stored, [self.first_fresh_row])
+            soc = self.smoother.finish(rows=want)
+            usable = None
+            if self.first_fresh_row >= 0:
+                usable = float(soc.pack.usable[np.searchsorted(want, self.first_fresh_row)])
+            if len(want) != len(stored):
+                soc = _soc_rows(soc, np.searchsorted(want, stored))
+            self.running.soc_start = None
+            self.running.push_soc(soc, usable)
+            sets, self.soc_attrs = soc.to_datasets()
+            self._out(sets)
+            self.last_soc = soc
+            self.info = soc.info
+            self.held_soc, self.held_rows = [], []
+            self.smoother = None
+            spent = _time.perf_counter() - t
+            self.timings["estimate"] = self.timings.get("estimate", 0.0) + spent
+            clock += spent
+        self.timings["write"] = self.timings.get("write", 0.0) + _time.perf_counter() - clock
+        return {k: np.concatenate(v) for k, v in self.parts.items()}
 
-def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, decim, method,
+
+def _soc_rows(soc, idx):
+    """``soc`` (a SocResult) cut to its rows ``idx``."""
+    import dataclasses
+
+    from .soc import PackSoc
+    pack = PackSoc(**{f.name: getattr(soc.pack, f.name)[idx]
+                      for f in dataclasses.fields(PackSoc)})
+    return dataclasses.replace(soc, time_s=soc.time_s[idx], soc=soc.soc[idx],
+                               soc_std=soc.soc_std[idx], pack=pack, rows=soc.rows[idx])
+
+
+def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, method,
                     soc_config, output_dt_s, chunk_frames, timings, dbc, fit=False,
                     whole_limit=None) -> Analysis:
     requested = method
-    est = _Estimation(lay, params, soc_config, running, decim, timings)
-    # "smoother", "auto" and --fit want the whole drive: hold the telemetry chunks; "auto" falls
-    # back to the streaming EKF once the held telemetry passes whole_limit cell-samples
-    holding = fit or method in ("smoother", "auto")
-    limit = np.inf if (fit or method == "smoother") else float(whole_limit)
-    held, held_samples = [], 0
-    effective = method
+    # "smoother" and "auto" stream through the smoother's forward pass (records only), "auto"
+    # falling back to the streaming EKF past whole_limit cell-samples; fit=True holds the
+    # whole drive's telemetry (identification needs it) and estimates once at the end
+    stream = not fit and method in ("smoother", "auto")
+    limit = float(whole_limit) if method == "auto" else np.inf
+    est = _Estimation(lay, params, soc_config, running, output_dt_s, timings,
+                      writer.append if writer is not None else None,
+                      stream_smoother=stream, smoother_limit=limit)
+    effective = "smoother" if stream else method
+    held = []
     for signals in _decoded_chunks(log, cdb, wanted, chunk_frames, timings):
         clock = _time.perf_counter()
         tel = aligner.push(signals)
         del signals
         timings["align"] += _time.perf_counter() - clock
         if len(tel):
-            if holding:
+            if fit:
                 held.append(tel)
-                held_samples += len(tel) * tel.n_cells
-                if held_samples > limit:
-                    effective = "ekf"
-                    holding = False
-                    for part in held:
-                        est.process(part, effective)
-                    held = []
             else:
                 est.process(tel, effective)
+                if est.fell_back:
+                    effective = "ekf"
     identification = quality = None
     if held:
         tel = concat_telemetry(held)
         held = None
-        if fit:
-            from .identify import identify
-            t = _time.perf_counter()
-            identification = identify(tel, layout=lay)
-            est.params = identification.params
-            timings["identify"] = _time.perf_counter() - t
+        from .identify import identify
+        t = _time.perf_counter()
+        identification = identify(tel, layout=lay)
+        est.params = identification.params
+        timings["identify"] = _time.perf_counter() - t
         effective = "smoother" if method in ("smoother", "auto") else method
         est.process(tel, effective)
         del tel
+    datasets = est.finish()                 # rows already went to the writer when writing
+    t_write = _time.perf_counter()
     state, soc_attrs, last_soc, rests = est.state, est.soc_attrs, est.last_soc, est.rests
     method = effective
     notes = aligner.finish()
-    t_write = _time.perf_counter()
-    datasets = decim.finish()               # rows already went to the writer when writing
     fixed = running.voltage_stats()
     group_attrs: dict = {}
     plan = None

@@ -93,11 +93,12 @@ from .errors import EstimationError
 from .kernels.balancing import pack_soc_rows
 from .kernels.coulomb import coulomb_run
 from .kernels.ekf import (INIT_AUTO, INIT_GIVEN, INIT_OCV, KIND_GIVEN, KIND_OCV, KIND_PENDING,
-                          block_width, ekf_run, record_capacity, rts_smooth)
+                          block_width, ekf_run, merge_records, record_capacity,
+                          rts_smooth)
 from .kernels.rest import rest_age
 
 __all__ = ["EKFConfig", "CoulombConfig", "SocState", "SocResult", "PackSoc", "estimate_soc",
-           "estimate_soc_arrays", "pack_soc", "nominal_params", "uniform_ocv_grid",
+           "estimate_soc_arrays", "SmootherStream", "pack_soc", "nominal_params", "uniform_ocv_grid",
            "METHODS", "FLAT_OCV_SLOPE_V", "NOMINAL_R0_OHM_AH", "NOMINAL_RC_R_OHM_AH",
            "NOMINAL_RC_TAU_S"]
 
@@ -627,6 +628,9 @@ class SocResult:
         part of the OCV, slope below :data:`FLAT_OCV_SLOPE_V`: there the SoC rests on coulomb
         counting and the sigma says so); smoother: ``smoother_records`` (stored updates),
         ``smoother_memory_bytes`` and ``smoother_backward_s``.
+    rows : int64 [R] or None
+        The input rows the outputs stand for (``rows=`` of :func:`estimate_soc_arrays`);
+        None: every row.
     """
 
     time_s: np.ndarray
@@ -639,6 +643,7 @@ class SocResult:
     params: CellParams
     config: object = None
     info: dict = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -863,12 +868,12 @@ def _smoother_records(t, v, st: SocState, cfg) -> dict:
                 rec_p=np.empty((total, 3)), rec_n=np.zeros(n_s, np.int64))
 
 
-def _flat_fraction(soc: np.ndarray, chem, max_rows: int = 20_000) -> float:
+def _flat_fraction(soc: np.ndarray, chem, max_rows: int = 2_000) -> float:
     """Fraction of cell-rows whose SoC sits where the OCV is flat (slope below
     :data:`FLAT_OCV_SLOPE_V`), on at most ``max_rows`` evenly spaced rows."""
     if soc.size == 0:
         return 0.0
-    step = max(1, soc.shape[0] // max_rows)
+    step = -(-soc.shape[0] // max_rows)
     sample = np.ascontiguousarray(soc[::step])
     slope = chem.docv_dsoc(sample)
     return float(np.mean(np.abs(slope) < FLAT_OCV_SLOPE_V))
@@ -876,7 +881,7 @@ def _flat_fraction(soc: np.ndarray, chem, max_rows: int = 20_000) -> float:
 
 def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *,
                         method: str = "ekf", config=None, state: SocState | None = None,
-                        temperature_c=None) -> SocResult:
+                        temperature_c=None, rows=None, _hold=None) -> SocResult:
     """Estimate every cell's SoC from plain arrays.
 
     Parameters
@@ -902,6 +907,11 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
         first row as ``config.init`` says). It is not modified; the result holds a new one.
     temperature_c
         Optional [T] or [T, K] cell temperatures (°C, NaN allowed) for the resistances.
+    rows
+        Optional increasing row indices: the estimator still runs on every row, but the
+        result (``time_s``, ``soc``, ``soc_std``, ``pack``) holds only these rows (a 100 Hz
+        drive kept at 10 Hz: a tenth of the output memory, and the EKF and smoother skip the
+        work of the rows nobody keeps). None keeps every row.
 
     Returns
     -------
@@ -969,6 +979,21 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
             raise EstimationError(f"time_s starts at {t[0]} s, before the state's last row "
                                   f"({st.t_last_s} s): chunks must continue one time base")
 
+    if rows is None:
+        keep = None
+        n_out = n_t
+        out_at = np.arange(n_t, dtype=np.int64)
+    else:
+        keep = np.asarray(rows)
+        if keep.ndim != 1 or (keep.size and (keep.dtype.kind not in "iu"
+                                             or keep[0] < 0 or keep[-1] >= n_t
+                                             or np.any(np.diff(keep) <= 0))):
+            raise EstimationError(f"rows must be increasing integer row indices in 0..{n_t - 1}")
+        keep = keep.astype(np.int64)
+        n_out = len(keep)
+        out_at = np.full(n_t, -1, np.int64)
+        out_at[keep] = np.arange(n_out)
+
     threshold = cfg.rest_threshold_a(params.capacity_ah)
     rf = _resistance_factor(params, temperature_c, st, n_t, cfg.use_temperature)
     info: dict = {"rest_threshold_a": threshold}
@@ -988,8 +1013,8 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
     rest_age(t, i, threshold, float(cfg.rest_debounce_s), rest_state, age, quiet)
     st.rest_start_s, st.rest_above_s = float(rest_state[0]), float(rest_state[1])
     pack_state = np.array([st.t_last_s, st.i_last_a, st.load_a])
-    out_soc = np.empty((n_t, n_s))
-    out_std = np.empty((n_t, n_s))
+    out_soc = np.empty((n_out, n_s))
+    out_std = np.empty((n_out, n_s))
     chem = params.chemistry
     if method in _EKF_METHODS:
         r1, tau1 = (_kernel_array(a) for a in _one_rc(params))
@@ -1009,15 +1034,20 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
         ekf_run(t, i, v, cap, r0, r1, tau1, eta, s0, inv_h, grid, table_soc, table_ocv,
                 *noise, rf, mode, threshold, prior, prior_var, ocv_var,
                 float(cfg.initial_rc_voltage_std_v) ** 2,
-                st.x, st.P, st.v_last, st.init_kind, pack_state, out_soc, out_std, st.updates,
+                st.x, st.P, st.v_last, st.init_kind, pack_state, out_at, out_soc, out_std,
+                st.updates,
                 width, float(cfg.ocv_error_v) ** 2, float(cfg.ocv_error_time_s), st.t_update,
                 **rec)
-        if method == "smoother":
+        if method == "smoother" and _hold is not None:   # SmootherStream: backward later
+            _hold._collect(t, i, rf, rec, pack_state0, out_at,
+                           (noise[0], noise[7], cap, r1, tau1, eta, s0, inv_h, grid, noise[1],
+                            noise[2], noise[3], noise[4], noise[6]))
+        elif method == "smoother":
             t_b = _time.perf_counter()
             rts_smooth(t, i, pack_state0, noise[0], noise[7], cap, r1, tau1, eta, s0, inv_h,
                        grid, noise[1], noise[2], noise[3], noise[4], noise[6], rf,
                        rec["rec_off"], rec["rec_n"], rec["rec_row"], rec["rec_x"],
-                       rec["rec_p"], out_soc, out_std)
+                       rec["rec_p"], out_at, out_soc, out_std, False, prior, 0.0)
             info["smoother_records"] = int(rec["rec_n"].sum())
             info["smoother_memory_bytes"] = int(rec["rec_row"].nbytes + rec["rec_x"].nbytes
                                                 + rec["rec_p"].nbytes)
@@ -1026,6 +1056,9 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
         info["flat_ocv_fraction"] = _flat_fraction(out_soc, chem)
         rest_min = 300.0
     else:
+        if keep is not None:                       # the coulomb kernel writes every row
+            out_soc = np.empty((n_t, n_s))
+            out_std = np.empty((n_t, n_s))
         p00 = np.ascontiguousarray(st.P[:, 0, 0])
         soc_c = np.ascontiguousarray(st.x[:, 0])
         coulomb_run(t, i, v, age, quiet, cap, eta, r0, rf, table_soc, table_ocv,
@@ -1039,6 +1072,8 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
         st.P[:, 0, 0] = p00
         if n_t:
             st._coulomb_std = out_std[-1].copy()
+        if keep is not None:
+            out_soc, out_std = out_soc[keep], out_std[keep]
         info["corrections"] = st.n_corrections.copy()
         rest_min = float(cfg.rest_min_s)
     st.t_last_s = float(pack_state[0])
@@ -1049,14 +1084,139 @@ def estimate_soc_arrays(time_s, current_a, cell_voltage_v, params: CellParams, *
     info["init"] = [_KIND_NAMES[int(k)] for k in st.init_kind]
     info["rest_periods"] = _rest_periods(t, age, rest_min)
     info["elapsed_s"] = _time.perf_counter() - t_start
-    return SocResult(time_s=t, soc=out_soc, soc_std=out_std,
+    return SocResult(time_s=t if keep is None else t[keep], soc=out_soc, soc_std=out_std,
                      pack=pack_soc(out_soc, cap), state=st, method=method,
                      capacity_ah=params.capacity_ah.copy(), params=params, config=cfg,
-                     info=info)
+                     info=info, rows=keep)
+
+
+class SmootherStream:
+    """The RTS smoother fed chunk by chunk, for drives too long to hold.
+
+    :meth:`push` runs the forward filter on a chunk (exactly :func:`estimate_soc_arrays` with
+    ``method="smoother"``, state carried) and keeps only what the backward pass needs: the
+    filtered state at each measurement update (48 bytes per cell-update) and the chunk's time,
+    current and resistance factor ([T] arrays); its voltages can be dropped. :meth:`finish`
+    runs the backward pass over everything pushed and returns the smoothed SoC at the rows
+    asked for: the same numbers as one ``estimate_soc_arrays(..., method="smoother")`` call
+    over the whole drive.
+
+    Parameters
+    ----------
+    params, config
+        As for :func:`estimate_soc_arrays` (an :class:`EKFConfig`).
+
+    Examples
+    --------
+    >>> p = nominal_params(2, 60.0)
+    >>> sm = SmootherStream(p)
+    >>> t = np.arange(10.0)
+    >>> for a in (0, 5):
+    ...     f = sm.push(t[a:a + 5], np.full(5, 10.0), np.full((5, 2), 3.7))
+    >>> sm.finish().soc.shape
+    (10, 2)
+    """
+
+    def __init__(self, params: CellParams, config: EKFConfig | None = None):
+        self.params = params
+        self.config = EKFConfig() if config is None else config
+        self.state: SocState | None = None
+        self.rows_seen = 0
+        self._parts: list = []
+        self._fixed = None
+        self._pack_state0 = None
+        self.info: dict = {}
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held for the backward pass so far."""
+        return int(sum(a.nbytes for part in self._parts for a in part.values()
+                       if a is not None))
+
+    def push(self, time_s, current_a, cell_voltage_v, temperature_c=None,
+             rows=None) -> SocResult:
+        """Filter one chunk (rows continue the previous chunk's time base).
+
+        Returns the filtered :class:`SocResult` at ``rows`` (chunk-local; None: every row);
+        rows of the chunk that :meth:`finish` may be asked for must be among them.
+        """
+        res = estimate_soc_arrays(time_s, current_a, cell_voltage_v, self.params,
+                                  method="smoother", config=self.config, state=self.state,
+                                  temperature_c=temperature_c, rows=rows, _hold=self)
+        self.state = res.state
+        self.info = res.info
+        return res
+
+    def _collect(self, t, i, rf, rec, pack_state0, out_at, fixed):
+        if self._pack_state0 is None:
+            self._pack_state0 = pack_state0
+            self._fixed = fixed
+            self._prior = _kernel_array(np.broadcast_to(np.asarray(
+                self.config.initial_soc, dtype=np.float64), (self.params.n_cells,)))
+        self._parts.append({"t": np.array(t), "i": np.array(i), "rf": np.array(rf),
+                            **rec, "row0": np.array(self.rows_seen),
+                            "kept": np.flatnonzero(out_at >= 0) + self.rows_seen})
+        self.rows_seen += len(t)
+
+    def finish(self, rows=None) -> SocResult:
+        """The backward pass: smoothed SoC at ``rows`` (indices over every row pushed, among
+        the rows each push kept; None: every kept row). Once: it consumes what was held."""
+        if not self._parts:
+            raise EstimationError("SmootherStream.finish: nothing was pushed")
+        t_b = _time.perf_counter()
+        def cat(key):
+            return np.concatenate([p[key] for p in self._parts])
+
+        t, i, rf, kept = cat("t"), cat("i"), cat("rf"), cat("kept")
+        n_s = self.params.n_cells
+        # records cell by cell, chunk after chunk
+        counts = np.stack([p["rec_n"] for p in self._parts])             # [chunks, S]
+        per_cell = counts.sum(axis=0)
+        rec_off = np.zeros(n_s + 1, np.int64)
+        np.cumsum(per_cell, out=rec_off[1:])
+        total = int(rec_off[-1])
+        rec_row = np.empty(total, np.int64)
+        rec_x = np.empty((total, 2))
+        rec_p = np.empty((total, 3))
+        nxt = rec_off[:-1].copy()
+        for r in self._parts:
+            merge_records(r["rec_off"], r["rec_n"], r["rec_row"], r["rec_x"], r["rec_p"],
+                          int(r["row0"]), nxt, rec_row, rec_x, rec_p)
+            for key in ("rec_row", "rec_x", "rec_p"):      # freed as they are merged
+                r[key] = None
+        if rows is None:
+            want = kept
+        else:
+            want = np.asarray(rows, dtype=np.int64)
+            if want.ndim != 1 or np.any(np.diff(want) <= 0) or not np.all(np.isin(want, kept)):
+                raise EstimationError("SmootherStream.finish: rows must be increasing and "
+                                      "among the rows kept by push")
+        out_at = np.full(len(t), -1, np.int64)
+        out_at[want] = np.arange(len(want))
+        out_soc = np.empty((len(want), n_s))
+        out_std = np.empty((len(want), n_s))
+        (max_hold, load_tau, cap, r1, tau1, eta, s0, inv_h, grid, q_noise, q_off, q_cap,
+         q_rc, r_res) = self._fixed
+        rts_smooth(t, i, self._pack_state0, max_hold, load_tau, cap, r1, tau1, eta, s0, inv_h,
+                   grid, q_noise, q_off, q_cap, q_rc, r_res, rf, rec_off, per_cell.astype(
+                       np.int64), rec_row, rec_x, rec_p, out_at, out_soc, out_std, True,
+                   self._prior, float(self.config.initial_soc_std))
+        info = dict(self.info)
+        info["smoother_records"] = total
+        info["smoother_memory_bytes"] = int(rec_row.nbytes + rec_x.nbytes + rec_p.nbytes)
+        info["smoother_backward_s"] = _time.perf_counter() - t_b
+        info["flat_ocv_fraction"] = _flat_fraction(out_soc, self.params.chemistry)
+        self._parts = []
+        cap_k = _kernel_array(self.params.capacity_ah)
+        return SocResult(time_s=t[want], soc=out_soc, soc_std=out_std,
+                         pack=pack_soc(out_soc, cap_k), state=self.state, method="smoother",
+                         capacity_ah=self.params.capacity_ah.copy(), params=self.params,
+                         config=self.config, info=info, rows=want)
 
 
 def estimate_soc(telemetry, params: CellParams | None = None, *, layout=None,
-                 method: str = "ekf", config=None, state: SocState | None = None) -> SocResult:
+                 method: str = "ekf", config=None, state: SocState | None = None,
+                 rows=None) -> SocResult:
     """Estimate every cell's SoC over a drive.
 
     Parameters
@@ -1075,6 +1235,8 @@ def estimate_soc(telemetry, params: CellParams | None = None, *, layout=None,
         :class:`EKFConfig` or :class:`CoulombConfig`.
     state
         Continue from a previous result's ``state`` (live monitoring, chunked logs).
+    rows
+        Keep only these rows in the result (see :func:`estimate_soc_arrays`).
 
     Returns
     -------
@@ -1106,7 +1268,7 @@ def estimate_soc(telemetry, params: CellParams | None = None, *, layout=None,
     try:
         return estimate_soc_arrays(telemetry.time, telemetry.current, telemetry.cell_voltage,
                                    params, method=method, config=config, state=state,
-                                   temperature_c=telemetry.cell_temperature)
+                                   temperature_c=telemetry.cell_temperature, rows=rows)
     except EstimationError as e:
         if where:
             raise EstimationError(f"{where}{e}") from e

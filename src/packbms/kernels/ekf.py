@@ -190,7 +190,7 @@ def ekf_run(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
             max_hold_s, q_noise_a2, q_offset_a2, q_cap_rel2, q_rc_rel2, r_meas_v2, r_res_rel2,
             load_tau_s, update_on_change, r_factor,
             init_mode, threshold_a, prior_soc, prior_var, ocv_var, rc_var,
-            x, P, v_last, init_kind, pack_state, out_soc, out_std, out_updates, width,
+            x, P, v_last, init_kind, pack_state, out_at, out_soc, out_std, out_updates, width,
             ocv_err_v2=0.0, ocv_err_time_s=600.0, t_update=None,
             rec_off=None, rec_row=None, rec_x=None, rec_p=None, rec_n=None):
     """Run the EKF over rows ``time_s`` for every cell, in place on the state.
@@ -224,8 +224,13 @@ def ekf_run(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
         State, updated in place.
     pack_state : float64 [3]
         ``[t_last, i_last, load]`` of the previous row (NaN: none); updated in place.
-    out_soc, out_std : float64 [T, S]
-        Written: SoC clipped to 0..1 (the state itself is not clipped) and its 1-sigma.
+    out_at : int64 [T]
+        Output row of each input row, -1 where none: the filter runs on every row but writes
+        only the rows a caller keeps (a 100 Hz drive stored at 10 Hz
+        writes a tenth of the outputs and skips their OCV slopes).
+    out_soc, out_std : float64 [R, S]
+        Written at the rows ``out_at`` names: SoC clipped to 0..1 (the state itself is not
+        clipped) and its 1-sigma.
     out_updates : int64 [S]
         Incremented by the number of measurement updates made per cell.
     width : int
@@ -278,7 +283,8 @@ def ekf_run(time_s, current_a, volt, capacity_ah, r0_ohm, r1_ohm, tau1_s, eta,
                    q_noise_a2, q_offset_a2, q_cap_rel2, q_rc_rel2, r_meas_v2, r_res_rel2,
                    update_on_change, r_factor, init_mode, threshold_a, prior_soc, prior_var,
                    ocv_var, rc_var, ocv_err_v2, ocv_err_time_s, x, P, v_last, init_kind,
-                   t_upd, out_soc, out_std, out_updates, record, r_off, r_row, r_x, r_p, r_n)
+                   t_upd, out_at, out_soc, out_std, out_updates, record, r_off, r_row, r_x,
+                   r_p, r_n)
 
 
 @kernel
@@ -321,8 +327,8 @@ def _ekf_block(c0, c1, n_t, time_s, dts, hs, ips, loads, shared_tau, ea, eb, cur
                table_soc, table_ocv, q_noise_a2, q_offset_a2, q_cap_rel2, q_rc_rel2, r_meas_v2,
                r_res_rel2, update_on_change, r_factor, init_mode, threshold_a, prior_soc,
                prior_var, ocv_var, rc_var, ocv_err_v2, ocv_err_time_s, x, P, v_last, init_kind,
-               t_update, out_soc, out_std, out_updates, record, rec_off, rec_row, rec_x, rec_p,
-               rec_n):
+               t_update, out_at, out_soc, out_std, out_updates, record, rec_off, rec_row, rec_x,
+               rec_p, rec_n):
     """Cells ``c0..c1-1`` over all rows, row by row (each voltage row is read once, in order).
 
     The per-cell state lives in small local arrays and is written back at the end.
@@ -366,6 +372,7 @@ def _ekf_block(c0, c1, n_t, time_s, dts, hs, ips, loads, shared_tau, ea, eb, cur
         f = r_factor[k]
         ld = loads[k]
         tk = time_s[k]
+        o = out_at[k]
         for j in range(m):
             c = c0 + j
             v = volt[k, c]
@@ -377,8 +384,9 @@ def _ekf_block(c0, c1, n_t, time_s, dts, hs, ips, loads, shared_tau, ea, eb, cur
                                   table_soc, table_ocv)
                 kind[j] = kd
                 if kd == KIND_PENDING:
-                    out_soc[k, c] = min(1.0, max(0.0, prior_soc[c]))
-                    out_std[k, c] = prior_std
+                    if o >= 0:
+                        out_soc[o, c] = min(1.0, max(0.0, prior_soc[c]))
+                        out_std[o, c] = prior_std
                     continue
                 started = True
                 sj = s0
@@ -404,10 +412,10 @@ def _ekf_block(c0, c1, n_t, time_s, dts, hs, ips, loads, shared_tau, ea, eb, cur
                 sj, v1[j], p00[j], p01[j], p11[j] = _predict(
                     sj, v1[j], p00[j], p01[j], p11[j], i, h, dt, a, b, eta[c], q_as[j],
                     q_off[j], r1_ohm[c] * f, q_noise_a2, q_cap_rel2, q_rc_rel2)
-            slope = grid_slope(sj, grid_s0, grid_inv_h, grid_ocv_v)
             r1l = r1_ohm[c] * f * ld
             updated = False
             if not skip_update and v == v and (not update_on_change or v != vl[j]):
+                slope = grid_slope(sj, grid_s0, grid_inv_h, grid_ocv_v)
                 r0k = r0_ohm[c] * f
                 pred = grid_ocv(sj, grid_s0, grid_inv_h, grid_ocv_v) - r0k * ik - v1[j]
                 rr = r_meas_v2 + r_res_rel2 * ((r0k * ik) * (r0k * ik) + r1l * r1l)
@@ -447,7 +455,6 @@ def _ekf_block(c0, c1, n_t, time_s, dts, hs, ips, loads, shared_tau, ea, eb, cur
                 tu[j] = tk
                 n_upd[j] += 1
                 updated = True
-                slope = grid_slope(sj, grid_s0, grid_inv_h, grid_ocv_v)
             s[j] = sj
             if record and (updated or started):
                 pos = rec_off[c] + n_rec[j]
@@ -458,10 +465,12 @@ def _ekf_block(c0, c1, n_t, time_s, dts, hs, ips, loads, shared_tau, ea, eb, cur
                 rec_p[pos, 1] = p01[j]
                 rec_p[pos, 2] = p11[j]
                 n_rec[j] += 1
-            out_soc[k, c] = min(1.0, max(0.0, sj))
-            # the filter's variance plus the SoC equivalent of the unmodelled polarisation, a
-            # correlated error that many updates cannot average away
-            out_std[k, c] = math.sqrt(p00[j] + r_res_rel2 * r1l * r1l / (slope * slope))
+            if o >= 0:
+                slope = grid_slope(sj, grid_s0, grid_inv_h, grid_ocv_v)
+                out_soc[o, c] = min(1.0, max(0.0, sj))
+                # the filter's variance plus the SoC equivalent of the unmodelled polarisation,
+                # a correlated error that many updates cannot average away
+                out_std[o, c] = math.sqrt(p00[j] + r_res_rel2 * r1l * r1l / (slope * slope))
     for j in range(m):
         c = c0 + j
         x[c, 0] = s[j]
@@ -509,11 +518,85 @@ def record_capacity(time_s, volt, init_kind, update_on_change, v_last, out_count
             out_count[c0 + j] = n[j]
 
 
+@kernel
+def merge_records(src_off, src_n, src_row, src_x, src_p, row_offset, dst_next, dst_row, dst_x,
+                  dst_p):
+    """Append one chunk's records (laid out by cell as :func:`ekf_run` writes them: cell ``c``
+    at ``src_off[c]``, ``src_n[c]`` of them) to the whole drive's, cell ``c`` continuing at
+    ``dst_next[c]`` (advanced in place); rows are shifted by ``row_offset``."""
+    n_s = src_n.shape[0]
+    for c in range(n_s):
+        a = src_off[c]
+        d = dst_next[c]
+        for j in range(src_n[c]):
+            dst_row[d + j] = src_row[a + j] + row_offset
+            dst_x[d + j, 0] = src_x[a + j, 0]
+            dst_x[d + j, 1] = src_x[a + j, 1]
+            dst_p[d + j, 0] = src_p[a + j, 0]
+            dst_p[d + j, 1] = src_p[a + j, 1]
+            dst_p[d + j, 2] = src_p[a + j, 2]
+        dst_next[c] = d + src_n[c]
+
+
+@kernel
+def _fill_ends(c, n_t, n_r, o, dts, hs, ips, loads, shared_tau, ea, eb, capacity_ah, r1_ohm,
+               tau1_s, eta, grid_s0, grid_inv_h, grid_ocv_v, q_noise_a2, q_offset_a2,
+               q_cap_rel2, q_rc_rel2, r_res_rel2, r_factor, rec_row, rec_x, rec_p, out_at,
+               out_soc, out_std, prior_soc, prior_std):
+    """The filter's output of cell ``c`` on the kept rows outside its records' span: the prior
+    before its first record, the prediction replayed from its last record after it (the
+    record's own row included)."""
+    first = rec_row[o] if n_r > 0 else n_t
+    p0 = min(1.0, max(0.0, prior_soc[c]))
+    for k in range(first):
+        w = out_at[k]
+        if w >= 0:
+            out_soc[w, c] = p0
+            out_std[w, c] = prior_std
+    if n_r == 0:
+        return
+    e = o + n_r - 1
+    sj = rec_x[e, 0]
+    v1 = rec_x[e, 1]
+    c00 = rec_p[e, 0]
+    c01 = rec_p[e, 1]
+    c11 = rec_p[e, 2]
+    q_as = 1.0 / (3600.0 * capacity_ah[c])
+    q_off = q_offset_a2 / (3600.0 * capacity_ah[c] * capacity_ah[c])
+    last_dt = -1.0
+    a_c = 1.0
+    b_c = 1.0
+    for k in range(rec_row[e], n_t):
+        if k > rec_row[e]:
+            dt = dts[k]
+            if dt > 0.0:
+                h = hs[k]
+                if shared_tau:
+                    a = ea[k]
+                    b = eb[k]
+                else:
+                    if dt != last_dt:
+                        a_c = math.exp(-dt / tau1_s[c])
+                        b_c = 1.0 if h == dt else math.exp(-(dt - h) / tau1_s[c])
+                        last_dt = dt
+                    a = a_c
+                    b = b_c
+                sj, v1, c00, c01, c11 = _predict(sj, v1, c00, c01, c11, ips[k], h, dt, a, b,
+                                                 eta[c], q_as, q_off, r1_ohm[c] * r_factor[k],
+                                                 q_noise_a2, q_cap_rel2, q_rc_rel2)
+        w = out_at[k]
+        if w >= 0:
+            slope = grid_slope(sj, grid_s0, grid_inv_h, grid_ocv_v)
+            r1l = r1_ohm[c] * r_factor[k] * loads[k]
+            out_soc[w, c] = min(1.0, max(0.0, sj))
+            out_std[w, c] = math.sqrt(c00 + r_res_rel2 * r1l * r1l / (slope * slope))
+
+
 @kernel(parallel=True)
 def rts_smooth(time_s, current_a, pack_state0, max_hold_s, load_tau_s, capacity_ah, r1_ohm,
                tau1_s, eta, grid_s0, grid_inv_h, grid_ocv_v, q_noise_a2, q_offset_a2,
                q_cap_rel2, q_rc_rel2, r_res_rel2, r_factor, rec_off, rec_n, rec_row, rec_x,
-               rec_p, out_soc, out_std):
+               rec_p, out_at, out_soc, out_std, fill, prior_soc, prior_std):
     """Rauch-Tung-Striebel backward pass over the records of :func:`ekf_run`.
 
     For each cell, between consecutive records ``j`` (row ``k_j``, filtered ``x_j, P_j``) and
@@ -528,9 +611,14 @@ def rts_smooth(time_s, current_a, pack_state0, max_hold_s, load_tau_s, capacity_
         xs(k) = x(k) + G(k) (xs(m) - x-)
         Ps(k) = P(k) + G(k) (Ps(m) - P-) G(k)^T
 
-    starting from the last record (smoothed = filtered). ``out_soc``/``out_std`` [T, S] (the
-    filter's output) are overwritten on the rows from a cell's first record to its last; the
-    std adds the same unmodelled-polarisation term as the filter. ``pack_state0`` is the pack
+    starting from the last record (smoothed = filtered). ``out_soc``/``out_std`` [R, S] (the
+    filter's output, at the rows ``out_at`` names as in :func:`ekf_run`) are overwritten on the
+    kept rows from a cell's first record to its last (the smoothed state of the other rows is
+    not formed: only the gain's decay product runs through them); the std adds the same
+    unmodelled-polarisation term as the filter. With ``fill`` the other kept rows get what the
+    filter wrote there, recomputed (for :class:`packbms.soc.SmootherStream`, which keeps no
+    filter output): ``prior_soc`` [S] clipped and ``prior_std`` before a cell's first record,
+    and from its last record on the prediction replayed from that record. ``pack_state0`` is the pack
     state *before* the forward run (the per-row steps are recomputed from it).
     """
     n_t = time_s.shape[0]
@@ -546,6 +634,11 @@ def rts_smooth(time_s, current_a, pack_state0, max_hold_s, load_tau_s, capacity_
     shared_tau, ea, eb = _shared_decay(tau1_s, dts, hs)
     for c in numba.prange(n_s):
         n_r = rec_n[c]
+        if fill:
+            _fill_ends(c, n_t, n_r, rec_off[c], dts, hs, ips, loads, shared_tau, ea, eb,
+                       capacity_ah, r1_ohm, tau1_s, eta, grid_s0, grid_inv_h, grid_ocv_v,
+                       q_noise_a2, q_offset_a2, q_cap_rel2, q_rc_rel2, r_res_rel2, r_factor,
+                       rec_row, rec_x, rec_p, out_at, out_soc, out_std, prior_soc, prior_std)
         if n_r < 2:
             continue
         o = rec_off[c]
@@ -632,6 +725,10 @@ def rts_smooth(time_s, current_a, pack_state0, max_hold_s, load_tau_s, capacity_
             phi = 1.0
             for u in range(n - 1, -1, -1):
                 phi *= aa[u + 1]
+                k = k0 + u
+                w = out_at[k]
+                if u > 0 and w < 0:
+                    continue
                 # P(k) Phi^T with Phi = diag(1, phi)
                 m00 = q00[u]
                 m01 = q01[u] * phi
@@ -651,12 +748,12 @@ def rts_smooth(time_s, current_a, pack_state0, max_hold_s, load_tau_s, capacity_
                 c00 = q00[u] + t00 * g00 + t01 * g01
                 c01 = q01[u] + 0.5 * ((t00 * g10 + t01 * g11) + (t10 * g00 + t11 * g01))
                 c11 = q11[u] + t10 * g10 + t11 * g11
-                k = k0 + u
-                slope = grid_slope(x0, grid_s0, grid_inv_h, grid_ocv_v)
-                r1l = r1_ohm[c] * r_factor[k] * loads[k]
-                out_soc[k, c] = min(1.0, max(0.0, x0))
-                out_std[k, c] = math.sqrt(max(c00, 0.0)
-                                          + r_res_rel2 * r1l * r1l / (slope * slope))
+                if w >= 0:
+                    slope = grid_slope(x0, grid_s0, grid_inv_h, grid_ocv_v)
+                    r1l = r1_ohm[c] * r_factor[k] * loads[k]
+                    out_soc[w, c] = min(1.0, max(0.0, x0))
+                    out_std[w, c] = math.sqrt(max(c00, 0.0)
+                                              + r_res_rel2 * r1l * r1l / (slope * slope))
                 if u == 0:
                     sm0 = x0
                     sm1 = x1
