@@ -7,6 +7,12 @@ the frames as a FrameTable plus the full-rate aligned telemetry [T, S] (voltage,
 SoC, sigma).
 
     python benchmarks/bench_memory.py --hours 8
+    python benchmarks/bench_memory.py --hours 48 --compression-level 0   # a 2.2 GB log file
+
+``--compression-level 0`` writes the BLF's containers stored (not deflated), so the file is as
+big as the log it stands for (46.8 MB per hour): the multi-GB case. ``--method`` is passed to
+``packbms analyze`` (default ``auto``: the streaming smoother for the first ~2.9 h, then the
+streaming EKF).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hours", type=int, default=8)
     ap.add_argument("--chunk-frames", type=int, default=100_000)
+    ap.add_argument("--compression-level", type=int, default=1)
+    ap.add_argument("--method", default="auto")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="packbms-mem-"))
     cfg = SimConfig(duration_s=3600.0)
@@ -44,7 +52,7 @@ def main():
     frames = FrameTable.concat(parts)
     del parts
     log = tmp / "long.blf"
-    write_log(log, frames)
+    write_log(log, frames, compression_level=args.compression_level)
     (tmp / "pack.dbc").write_text(make_dbc_text(96))
     (tmp / "pack.toml").write_text(make_layout_text(cfg))
     n = len(frames)
@@ -56,17 +64,20 @@ def main():
     del frames
     cmd = [sys.executable, "-m", "packbms", "analyze", str(log), "--dbc", str(tmp / "pack.dbc"),
            "--layout", str(tmp / "pack.toml"), "--out", str(tmp / "long.h5"), "--quiet",
-           "--chunk-frames", str(args.chunk_frames)]
+           "--chunk-frames", str(args.chunk_frames), "--method", args.method]
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     decoded_mb = (frame_bytes + telemetry_bytes) / 1e6
+    extra = (f" --compression-level {args.compression_level}"
+             if args.compression_level != 1 else "")
+    extra += f" --method {args.method}" if args.method != "auto" else ""
     print(f"| analyze {args.hours} h x 96 cells ({n / 1e6:.1f} M frames, "
-          f"{log.stat().st_size / 1e6:.0f} MB BLF) | peak RSS {peak_mb:.0f} MB | decoded size "
-          f"{decoded_mb:.0f} MB | {decoded_mb / peak_mb:.1f}x | {wall:.1f} s wall, "
+          f"{log.stat().st_size / 1e6:,.0f} MB BLF) | peak RSS {peak_mb:.0f} MB | decoded size "
+          f"{decoded_mb:,.0f} MB | {decoded_mb / peak_mb:.1f}x | {wall:.1f} s wall, "
           f"{n / wall / 1e6:.2f} M frames/s | `python benchmarks/bench_memory.py --hours "
-          f"{args.hours}` |")
+          f"{args.hours}{extra}` |")
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()
