@@ -16,7 +16,8 @@ from packbms.dbc import CompiledDatabase, compile_database, decode, encode, load
 from packbms.errors import DatabaseError, PackBMSError
 from packbms.io.frames import FrameTable
 from strategies import (_mux_fields, assert_decodes_like_cantools, can_databases,
-                        frame_streams, frames_to_table, same_value, set_raw_bits)
+                        frame_streams, frames_to_table, random_payload, same_value,
+                        set_raw_bits)
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -547,3 +548,167 @@ def test_j1939_pgn_matching_pdu1_pdu2_and_exact_precedence():
     plain = cantools.database.load_string(J1939_DBC.split("BA_DEF_")[0], database_format="dbc")
     assert not compile_database(plain).j1939.any()
     assert compile_database(plain, j1939=True).j1939.tolist() == [True, True, True, False]
+
+
+# -- the lookup paths: vectorised few-key, 11-bit table + id cache; sparse gathering --------
+def _same_tables(a, b) -> None:
+    assert a.counts == b.counts
+    assert list(a.messages) == list(b.messages)
+    for name, ma in a.messages.items():
+        mb = b.messages[name]
+        np.testing.assert_array_equal(ma.timestamps, mb.timestamps)
+        for j in range(len(ma.signal_names)):
+            ra, va = ma.sparse(j)
+            rb, vb = mb.sparse(j)
+            assert (ra is None) == (rb is None), (name, j)
+            if ra is not None:
+                np.testing.assert_array_equal(ra, rb)
+            np.testing.assert_array_equal(va.view(np.uint64), vb.view(np.uint64))
+
+
+def _decode_both_ways(db, frames, messages=None, **kw):
+    """Decode with the vectorised few-key lookup allowed (any number of keys) and with it
+    disabled (11-bit table and id cache); returns both tables and whether the first took the
+    few-key path."""
+    from unittest import mock
+
+    import packbms.dbc as dbc_mod
+
+    with mock.patch.object(dbc_mod, "FEW_KEYS", 10**6):
+        cdb = compile_database(db, **kw)
+        few = decode(frames, cdb, messages=messages)
+        took_few = cdb._decode_plan(messages, frames.data.shape[1], False).few is not None
+    with mock.patch.object(dbc_mod, "FEW_KEYS", -1):
+        cdb = compile_database(db, **kw)
+        assert cdb._decode_plan(messages, frames.data.shape[1], False).few is None
+        table = decode(frames, cdb, messages=messages)
+    return few, table, took_few
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_lookup_paths_agree_and_match_cantools(data):
+    db = data.draw(can_databases())
+    stream = data.draw(frame_streams(db, max_frames=40))
+    names = [m.name for m in db.messages]
+    messages = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(names), min_size=1,
+                                                        unique=True)))
+    frames = frames_to_table(stream)
+    few, table, took_few = _decode_both_ways(db, frames, messages)
+    assert took_few
+    _same_tables(few, table)
+    if messages is None:
+        assert_decodes_like_cantools(compile_database(db), stream, table)
+
+
+def test_j1939_selection_keeps_exact_ids_of_unselected_messages_apart():
+    # CCVS_Engine answers its PGN; CCVS's own id is CCVS's even when CCVS is not decoded
+    db = cantools.database.load_string(J1939_DBC, database_format="dbc")
+    rows = [
+        (0x18FEF1FE, True, bytes([0, 0, 1, 0, 0, 0, 0, 0]), False, False),   # CCVS's id
+        (0x0CFEF117, True, bytes([0, 0, 2, 0, 0, 0, 0, 0]), False, False),   # PGN: Engine
+        (0x18FEF100, True, bytes([0, 0, 3, 0, 0, 0, 0, 0]), False, False),   # Engine's id
+        (0x0CFEF117, True, bytes([0, 0, 4]), False, False),                  # too short
+        (0x0CFEF117, True, bytes(8), True, False),                           # error frame
+        (0x321, False, bytes([7, 0]), False, False),                         # Plain
+    ]
+    few, table, took_few = _decode_both_ways(db, _table(rows), ["CCVS_Engine"])
+    assert took_few
+    _same_tables(few, table)
+    c = few.counts
+    assert (c.decoded, c.unknown_id, c.too_short, c.error_or_remote) == (2, 2, 1, 1)
+    assert few.signal("EngineSpeedOfCCVS")[1].tolist() == [2.0, 3.0]
+    assert list(few.messages) == ["CCVS_Engine"]
+    # every message: the exact id picks CCVS, the rest go to the PGN's later definition
+    few, table, took_few = _decode_both_ways(db, _table(rows))
+    _same_tables(few, table)
+    assert few.signal("CCVS.Speed")[1].tolist() == [1.0]
+    assert few.signal("Word")[1].tolist() == [7.0]
+
+
+def test_sparse_log_gathers_only_decoded_frames(bms):
+    # a log of mostly other ids (a vehicle bus, a few BMS frames): the gather lists the
+    # decoded frames' positions first; the values must not change
+    db, _ = bms
+    rng = np.random.default_rng(11)
+    pack = db.get_message_by_name("Pack")
+    stream = []
+    for i in range(5000):
+        if rng.random() < 0.03:
+            stream.append((801, False, False, False, random_payload(rng, pack)))
+        else:
+            stream.append((int(rng.integers(0x400, 0x7FF)), False, False, False,
+                           rng.integers(0, 256, 8, dtype=np.uint8).tobytes()))
+    stream[4999] = (801, False, False, False, random_payload(rng, pack))   # the last one
+    frames = frames_to_table(stream)
+    few, table, _ = _decode_both_ways(db, frames)
+    _same_tables(few, table)
+    assert 0 < table.counts.decoded < len(frames) / 4
+    assert_decodes_like_cantools(compile_database(db), stream, table)
+    assert table.messages["Pack"].timestamps[-1] == 4999.0
+
+
+def test_ids_with_bit_31_fall_back_to_the_id_cache():
+    # no CAN id has bit 31; the few-key path folds the id kind into it, so such a table is
+    # handed to the general lookup, which keeps such frames unknown
+    a = Message(0x123, "A", 2, [Signal("X", 0, 16)])
+    frames = _table([(0x123, False, b"\x01\x00", False, False),
+                     (0x80000123, False, b"\x02\x00", False, False),
+                     (0x80000123, True, b"\x03\x00", False, False)])
+    few, table, took_few = _decode_both_ways(Database([a]), frames)
+    assert took_few
+    _same_tables(few, table)
+    assert table.signal("X")[1].tolist() == [1.0]
+    assert table.counts.unknown_id == 2
+
+
+def test_masked_11bit_messages_through_the_table():
+    # 11-bit frames read their message from a 2048-entry table built with the masks; an
+    # out-of-range 11-bit id (a malformed log) still goes through the keys
+    msgs = [Message(0x120, "Group", 1, [Signal("G", 0, 8)]),
+            Message(0x125, "Exact", 1, [Signal("E", 0, 8)]),
+            Message(0x300, "Other", 2, [Signal("O", 0, 16)])]
+    rows = [(fid, False, bytes([fid & 0xFF, 1]), False, False)
+            for fid in (0x120, 0x121, 0x125, 0x12F, 0x130, 0x300, 0x301, 0x800, 0x920)]
+    frames = _table(rows)
+    few, table, _ = _decode_both_ways(Database(msgs), frames,
+                                      match_mask={"Group": 0x7F0, "Exact": 0x7FF,
+                                                  "Other": 0x7FF})
+    _same_tables(few, table)
+    # 0x920 is no 11-bit id, but its masked bits are Group's
+    assert table.signal("G")[1].tolist() == [0x20, 0x21, 0x2F, 0x20]
+    assert table.signal("E")[1].tolist() == [0x25]
+    assert table.signal("O")[1].tolist() == [256.0]
+    assert table.counts.unknown_id == 3
+    # Group's mask covers 0x125 and 0x300 too, but their exact definitions come first, and
+    # stay unknown when only Group is decoded
+    wide = compile_database(Database(msgs), match_mask={"Group": 0x0F0})
+    t = decode(frames, wide, messages=["Group"])
+    assert t.signal("G")[1].tolist() == [0x20, 0x21, 0x2F, 0x20]
+    assert t.counts.unknown_id == 5
+
+
+def test_decode_plan_is_reused_and_selection_forms_agree(bms):
+    db, _ = bms
+    cdb = compile_database(db)
+    frames = _table([(801, False, bytes.fromhex("ff389088"), False, False)])
+    a = decode(frames, cdb, messages=["Pack"])
+    b = decode(frames, cdb, messages="Pack")
+    c = decode(frames, cdb, messages={"Pack"})
+    _same_tables(a, b)
+    _same_tables(a, c)
+    assert len(cdb._plans) == 1             # one plan for the three spellings
+    with pytest.raises(DatabaseError, match="Pak"):
+        decode(frames, cdb, messages=["Pak"])
+
+
+def test_selection_as_generator_and_objects(bms):
+    db, _ = bms
+    cdb = compile_database(db)
+    frames = _table([(801, False, bytes.fromhex("ff389088"), False, False),
+                     (1024, False, bytes(8), False, False)])
+    a = decode(frames, cdb, messages=(name for name in ["Pack"]))
+    assert list(a.messages) == ["Pack"] and a.counts.decoded == 1
+    b = decode(frames, cdb, messages=[db.get_message_by_name("Pack")])
+    _same_tables(a, b)

@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import DatabaseError, closest_names
 from .io.frames import FrameTable
+from .isotp import IsoTpMessages
 from .kernels import codec as _codec
 from .signals import DecodeCounts, MessageSignals, SignalTable
 
@@ -148,6 +149,12 @@ class CompiledDatabase:
         multiplexer before the signals under it, and the children of each multiplexer grouped
         by the set of values that selects them (one rowset per group, see
         :func:`packbms.kernels.codec.plan_rowsets`).
+    value_order : int64 [S]
+        The order :func:`decode` hands signals to the value kernel (per message, the signals
+        of one rowset group and payload word next to each other, so they are decoded
+        together).
+    float_signals : int64
+        IEEE float signals.
     j1939 : bool [M]
         Messages matched by J1939 parameter group number (see :func:`compile_database`).
     lookup_masks, lookup_group_first, lookup_keys, lookup_message : arrays
@@ -233,6 +240,7 @@ class CompiledDatabase:
         self.encoded_length = np.array(enc, np.int64)
         self._build_tree()
         self._build_lookup()
+        self._plans: dict = {}
 
     # -- multiplexer tree, as the kernels walk it -------------------------------------------
     def _build_tree(self) -> None:
@@ -336,6 +344,12 @@ class CompiledDatabase:
         self.msg_end_byte = np.array(
             [max([1] + [int(e) for e in self.sig_end_byte[self.sig_first[m]:self.sig_stop[m]]])
              for m in range(len(self.names))], np.int64)
+        #: the order :func:`decode` hands signals to the value kernel: per message, the
+        #: signals of one rowset group and payload word next to each other (decoded together)
+        self.value_order = np.lexsort((self.sig_start >> 6, self.sig_group,
+                                       self.sig_msg)).astype(np.int64)
+        #: IEEE float signals (their bits are turned into values outside the kernel)
+        self.float_signals = np.flatnonzero(self.sig_float).astype(np.int64)
 
     # -- lookup ---------------------------------------------------------------------------
     def _build_lookup(self) -> None:
@@ -362,6 +376,22 @@ class CompiledDatabase:
         self.lookup_group_first = np.array(group_first, np.int64)
         self.lookup_keys = np.array(keys, np.uint64)
         self.lookup_message = np.array(owners, np.int64)
+
+    # -- what decode() needs per selection, computed once -------------------------------
+    def _decode_plan(self, messages, width: int, reassembled: bool) -> "_DecodePlan":
+        if messages is not None:
+            messages = (messages,) if isinstance(messages, str) else tuple(messages)
+        key = (messages, width, reassembled)
+        try:
+            hash(key)
+        except TypeError:       # an unhashable selection: plan without caching
+            return _DecodePlan(self, messages, width, reassembled)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 64:
+                self._plans.clear()
+            plan = self._plans[key] = _DecodePlan(self, messages, width, reassembled)
+        return plan
 
     # -- names ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -640,6 +670,107 @@ def _as_compiled(cdb) -> CompiledDatabase:
     return compile_database(cdb)
 
 
+#: databases of at most this many lookup keys (after leaving out messages not decoded) use
+#: the vectorised :func:`packbms.kernels.codec.lookup_few`; above it, the id cache of
+#: :func:`packbms.kernels.codec.lookup_frames` is faster (about 0.1 ns per frame and key
+#: against 1.5 to 2 ns per frame, measured on the decode benchmark's logs)
+FEW_KEYS = 4
+
+
+class _DecodePlan:
+    """Everything :func:`decode` derives from the database, the selected messages, the payload
+    width and the input kind: computed once per combination and kept on the database."""
+
+    def __init__(self, cdb: CompiledDatabase, messages, width: int, reassembled: bool):
+        n_msg = len(cdb.names)
+        enabled = np.ones(n_msg, bool)
+        if messages is not None:
+            enabled[:] = False
+            for name in messages:
+                enabled[cdb.message_index(name)] = True
+        self.enabled = enabled
+        # reassembled payloads have exact lengths: checked per signal, not per message
+        self.msg_length = np.zeros(n_msg, np.int64) if reassembled else cdb.length
+        self.msg_words = np.minimum((cdb.msg_end_byte + 7) // 8, width // 8).astype(np.int64)
+        #: messages whose decoded frames may still miss signals (beyond the message length)
+        self.partial = cdb.msg_end_byte > self.msg_length
+        self.max_words = int(self.msg_words.max()) if n_msg else 1
+        self.few = self._few_keys(cdb)
+        self.standard = self._standard_table(cdb)
+        k_max = int((cdb.sig_stop - cdb.sig_first).max()) if n_msg else 0
+        none, zero = np.full(k_max, -1, np.int64), np.zeros(k_max, np.int64)
+        none.flags.writeable = zero.flags.writeable = False
+        self.messages = []
+        for m in np.flatnonzero(enabled):
+            a, b = int(cdb.sig_first[m]), int(cdb.sig_stop[m])
+            self.messages.append((int(m), a, b, cdb.names[m], int(cdb.frame_id[m]),
+                                  cdb.signal_names[m], none[:b - a], zero[:b - a]))
+
+    def _standard_table(self, cdb: CompiledDatabase):
+        """(message, minimum length) of each 11-bit id, as the lookup keys give it, for
+        :func:`~packbms.kernels.codec.lookup_frames`."""
+        ids = np.arange(2048, dtype=np.uint64)
+        msg = np.full(2048, -1, np.int64)
+        todo = np.ones(2048, bool)
+        for g in range(len(cdb.lookup_masks)):      # most specific mask first
+            a, b = int(cdb.lookup_group_first[g]), int(cdb.lookup_group_first[g + 1])
+            if b == a:
+                continue
+            keys = cdb.lookup_keys[a:b]
+            key = ids & np.uint64(int(cdb.lookup_masks[g]))
+            at = np.minimum(np.searchsorted(keys, key), b - a - 1)
+            hit = todo & (keys[at] == key)
+            msg[hit] = cdb.lookup_message[a:b][at[hit]]
+            todo &= ~hit
+        found = msg >= 0
+        msg[found & ~self.enabled[np.maximum(msg, 0)]] = -1
+        length = np.where(msg >= 0, self.msg_length[np.maximum(msg, 0)], 0).astype(np.int64)
+        return msg.astype(np.int32), length
+
+    def _few_keys(self, cdb: CompiledDatabase):
+        """The lookup keys as :func:`~packbms.kernels.codec.lookup_few` takes them, in
+        priority order, or None when there are more than :data:`FEW_KEYS`. A key of a message
+        not decoded matters only where it can hide a key of a later (less specific) group."""
+        groups = cdb.lookup_group_first
+        owner = cdb.lookup_message
+        on = self.enabled[owner]
+        if not on.any():
+            return None
+        last = int(np.searchsorted(groups, np.flatnonzero(on)[-1], "right")) - 1
+        keep = on | (np.arange(len(owner)) < groups[last])
+        if int(keep.sum()) > 2 * FEW_KEYS:      # what the pruning below leaves out, at most
+            return None
+        group = np.searchsorted(groups, np.arange(len(owner)), "right") - 1
+        masks = cdb.lookup_masks.astype(np.int64)
+        keys = cdb.lookup_keys.astype(np.int64)
+        ext_bit = 1 << 32
+
+        def first_match(key: int, skip: int) -> int:
+            for j in np.flatnonzero(keep):
+                if j != skip and (key & (ext_bit | int(masks[group[j]]))) == int(keys[j]):
+                    return int(j)
+            return -1
+
+        # a key that only repeats what a later key of the same message answers (a J1939
+        # message's own id, under its PGN key) is left out
+        for j in np.flatnonzero(keep):
+            if masks[group[j]] != _ALL_ONES:
+                continue        # a masked key answers many ids: always kept
+            alt = first_match(int(keys[j]), j)
+            if alt > j and owner[alt] == owner[j] and on[alt] == on[j]:
+                keep[j] = False
+        if int(keep.sum()) > FEW_KEYS:
+            return None
+        idx = np.flatnonzero(keep)
+        group = group[idx]
+        key = cdb.lookup_keys[idx]
+        target = np.where(on[idx], owner[idx], -1).astype(np.int32)
+        return (cdb.lookup_masks[group].astype(np.uint32),
+                (key & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+                (key >> np.uint64(32)).astype(np.uint8), target,
+                np.where(target >= 0, self.msg_length[owner[idx]], 0).astype(np.int64))
+
+
 def decode(frames: FrameTable, cdb: CompiledDatabase, *,
            messages: Iterable[str] | None = None) -> SignalTable:
     """Decode every frame of a table into physical signal values.
@@ -697,112 +828,87 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
     >>> table.signal("Current")[1].tolist(), table.counts.decoded
     ([-2.0, 0.0], 2)
     """
-    from .isotp import IsoTpMessages
-
     if isinstance(frames, FrameTable):
-        lengths, msg_length = frames.dlc, cdb.length
+        lengths, reassembled = frames.dlc, False
     elif isinstance(frames, IsoTpMessages):
-        # reassembled payloads have exact lengths: checked per signal, not per message
-        lengths, msg_length = frames.payload_length, np.zeros(len(cdb.names), np.int64)
+        lengths, reassembled = frames.payload_length, True
     else:
         raise TypeError(f"decode() expects a FrameTable or IsoTpMessages, got "
                         f"{type(frames).__name__}")
     cdb = _as_compiled(cdb)
-    n_msg = len(cdb.names)
-    enabled = np.ones(n_msg, bool)
-    if messages is not None:
-        if isinstance(messages, str):
-            messages = [messages]
-        enabled[:] = False
-        for name in messages:
-            enabled[cdb.message_index(name)] = True
-
-    n = len(frames)
     data = frames.data
     width = int(data.shape[1])
+    plan = cdb._decode_plan(messages, width, reassembled)
+    n = len(frames)
     scratch = _scratch()
-    frame_msg = scratch.get("frame_msg", n, np.int32)
-    msg_count = np.zeros(n_msg, np.int64)
-    min_avail = np.full(n_msg, 1 << 30, np.int64)
     counts = np.zeros(4, np.int64)
-    _codec.lookup_frames(frames.arbitration_id, frames.is_extended, frames.is_error,
-                         frames.is_remote, lengths, width, cdb.lookup_masks,
-                         cdb.lookup_group_first, cdb.lookup_keys, cdb.lookup_message,
-                         msg_length, enabled, frame_msg, msg_count, min_avail, counts)
-
-    row_offset = np.zeros(n_msg + 1, np.int64)
-    np.cumsum(msg_count, out=row_offset[1:])
-    msg_words = np.minimum((cdb.msg_end_byte + 7) // 8, width // 8).astype(np.int64)
-    word_offset = np.zeros(n_msg + 1, np.int64)
-    np.cumsum(msg_count * msg_words, out=word_offset[1:])
-    total = int(row_offset[-1])
-    active = msg_count > 0
-    # payload lengths matter only where a frame may be too short for a signal
-    keep_avail = bool((active & (min_avail < cdb.msg_end_byte)).any())
-    ts_out = np.empty(total, np.float64)
-    avail = scratch.get("avail", total if keep_avail else 0, np.uint16)
-    gathered = scratch.get("words", int(word_offset[-1]), np.uint64)
-    n_sig = len(cdb.sig_start)
-    sig_row_start = np.full(n_sig, -1, np.int64)
-    sig_count = np.zeros(n_sig, np.int64)
-    if total:
-        _codec.gather_frames(_words(data), lengths, frames.timestamp, frame_msg, row_offset,
-                             word_offset, msg_words, width, keep_avail, ts_out, gathered, avail)
-        # rowset storage, at an upper bound: the part never written is never touched, so
-        # it costs address space, not memory
-        may_filter = (cdb.sig_group >= 0) & (cdb.sig_end_byte > min_avail[cdb.sig_msg])
-        per_row = cdb.msg_rowsets + np.bincount(cdb.sig_msg[may_filter], minlength=n_msg)
-        rows = np.empty(int((msg_count * per_row)[active].sum()), np.int64)
-        used = _codec.plan_rowsets(
-            gathered, word_offset, msg_words, avail, row_offset, min_avail, active,
-            cdb.sig_first, cdb.sig_stop, cdb.eval_signal, cdb.msg_root_group, cdb.sig_start,
-            cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed, cdb.sig_float,
-            cdb.sig_end_byte, cdb.sig_group, cdb.sig_bucket_first, cdb.sig_bucket_stop,
-            cdb.bucket_value, cdb.sig_group_first, cdb.sig_group_stop, cdb.group_bucket_first,
-            cdb.group_bucket_stop, cdb.group_bucket, rows, sig_row_start, sig_count)
-        rows = rows[:used]
-    else:
-        rows = np.zeros(0, np.int64)
-    # values of each message's signals, contiguous per message
-    value_start = np.zeros(n_sig, np.int64)
-    if n_sig:
-        np.cumsum(sig_count[:-1], out=value_start[1:])
-    values = np.empty(int(sig_count.sum()), np.float64)
-    if values.size:
-        todo = np.flatnonzero(sig_count > 0).astype(np.int64)
-        # signals sharing a rowset (and payload word) next to each other: one gather each
-        todo = todo[np.lexsort((cdb.sig_start[todo] >> 6, sig_row_start[todo],
-                                cdb.sig_msg[todo]))]
-        _codec.decode_values(gathered, word_offset, msg_words, todo, cdb.sig_msg,
-                             cdb.sig_start, cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed,
-                             cdb.sig_float, cdb.sig_scale, cdb.sig_offset, sig_row_start,
-                             sig_count, rows, value_start, values, values.view(np.uint64))
-        floats = todo[cdb.sig_float[todo]]
-        for s in floats:   # the kernel left IEEE bits; few signals, so NumPy does the casts
+    msg_count = np.zeros(len(cdb.names), np.int64)
+    frame_msg = scratch.get("frame_msg", n, np.int32)
+    args = (frames.arbitration_id, frames.is_extended, frames.is_error, frames.is_remote,
+            lengths, width)
+    if plan.few is None or not _codec.lookup_few(*args, *plan.few, frame_msg, msg_count,
+                                                  counts):
+        msg_count[:] = 0
+        _codec.lookup_frames(*args, *plan.standard, cdb.lookup_masks, cdb.lookup_group_first,
+                             cdb.lookup_keys, cdb.lookup_message, plan.msg_length,
+                             plan.enabled, frame_msg, msg_count, counts)
+    # work buffers: never more than a frame's words each, often less (untouched pages of a
+    # buffer cost address space, not memory)
+    gathered = scratch.get("words", n * plan.max_words, np.uint64)
+    avail = scratch.get("avail", n, np.uint16)
+    row_offset, word_offset, min_avail, keep_avail, ts_out = _codec.group_frames(
+        _words(data), lengths, frames.timestamp, frame_msg, msg_count, plan.msg_words,
+        plan.partial, cdb.msg_end_byte, width, gathered, avail)
+    rows, sig_row_start, sig_count, value_start, n_values = _codec.plan_rowsets(
+        gathered, word_offset, plan.msg_words, avail, row_offset, min_avail, keep_avail,
+        msg_count, cdb.msg_rowsets, cdb.sig_first, cdb.sig_stop, cdb.eval_signal,
+        cdb.msg_root_group, cdb.sig_msg, cdb.sig_start, cdb.sig_length, cdb.sig_big_endian,
+        cdb.sig_signed, cdb.sig_float, cdb.sig_end_byte, cdb.sig_group, cdb.sig_bucket_first,
+        cdb.sig_bucket_stop, cdb.bucket_value, cdb.sig_group_first, cdb.sig_group_stop,
+        cdb.group_bucket_first, cdb.group_bucket_stop, cdb.group_bucket)
+    values = _codec.decode_values(
+        gathered, word_offset, plan.msg_words, cdb.value_order, cdb.sig_msg, cdb.sig_start,
+        cdb.sig_length, cdb.sig_big_endian, cdb.sig_signed, cdb.sig_float, cdb.sig_scale,
+        cdb.sig_offset, sig_row_start, sig_count, rows, value_start, n_values)
+    floats = cdb.float_signals
+    if len(floats) and sig_count[floats].any():
+        for s in floats:
+            if not sig_count[s]:
+                continue
+            # the kernel left IEEE bits; few signals, so NumPy does the casts
             v = values[value_start[s]:value_start[s] + sig_count[s]]
             if cdb.sig_length[s] == 32:
-                v[:] = v.view(np.uint64).astype(np.uint32).view(np.float32)
+                # a signalling NaN's bits would set the "invalid" flag in the widening cast
+                with np.errstate(invalid="ignore"):
+                    v[:] = v.view(np.uint64).astype(np.uint32).view(np.float32)
             if cdb.sig_scale[s] != 1.0 or cdb.sig_offset[s] != 0.0:
                 v *= cdb.sig_scale[s]
                 v += cdb.sig_offset[s]
 
     out = {}
-    for m in np.flatnonzero(enabled):
-        a, b = int(cdb.sig_first[m]), int(cdb.sig_stop[m])
-        r0, r1 = int(row_offset[m]), int(row_offset[m + 1])
-        if r1 == r0:
-            start, cnt = np.full(b - a, -1, np.int64), np.zeros(b - a, np.int64)
+    wrap = MessageSignals._wrap
+    bounds = row_offset.tolist()
+    for m, a, b, name, frame_id, signal_names, none, zero in plan.messages:
+        r0, r1 = bounds[m], bounds[m + 1]
+        if r1 == r0:        # nothing decoded: shared empty arrays
+            out[name] = wrap(name, frame_id, _NO_TIMES, signal_names, _NO_VALUES, zero, zero,
+                             _NO_ROWS, none)
         else:
-            start, cnt = sig_row_start[a:b], sig_count[a:b]
-        out[cdb.names[m]] = MessageSignals.from_flat(
-            cdb.names[m], int(cdb.frame_id[m]), ts_out[r0:r1], cdb.signal_names[m], values,
-            value_start[a:b], cnt, rows, start)
+            out[name] = wrap(name, frame_id, ts_out[r0:r1], signal_names, values,
+                             value_start[a:b], sig_count[a:b], rows, sig_row_start[a:b])
     return SignalTable(
         messages=out,
         counts=DecodeCounts(decoded=int(counts[0]), unknown_id=int(counts[1]),
                             too_short=int(counts[2]), error_or_remote=int(counts[3])),
         source=frames.source,
     )
+
+
+#: shared by the messages a table has no frames of (being empty, nothing can be written
+#: to them)
+_NO_ROWS = np.zeros(0, np.int64)
+_NO_VALUES = np.zeros(0, np.float64)
+_NO_TIMES = np.zeros(0, np.float64)
 
 
 _ENC_REASON = {

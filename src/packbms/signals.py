@@ -128,6 +128,25 @@ class MessageSignals:
         self._index = None
         return self
 
+    @classmethod
+    def _wrap(cls, name, frame_id, timestamps, signal_names, values, value_start, count, rows,
+              row_start) -> "MessageSignals":
+        """:meth:`from_flat` for callers that already hold the exact types (str, int, tuple,
+        int64 arrays): no conversions, so wrapping costs well under a microsecond."""
+        self = cls.__new__(cls)
+        self.name = name
+        self.frame_id = frame_id
+        self.timestamps = timestamps
+        self.signal_names = signal_names
+        self._values = values
+        self._value_start = value_start
+        self._count = count
+        self._rows = rows
+        self._row_start = row_start
+        self._dense = None
+        self._index = None
+        return self
+
     # -- names ----------------------------------------------------------------------------
     def column(self, signal) -> int:
         """Position of ``signal`` (a name, or already a position) in ``signal_names``.
