@@ -11,8 +11,9 @@ is its own:
 * packbms: ``read_log(path)`` (native engine) over the whole file, best of ``--repeat`` after a
   warm-up call (Numba cache warm);
 * BLF only: the inflate-only floor, i.e. the time to inflate every container with the same
-  inflater and nothing else (best of ``--repeat``), for each inflater installed (stdlib zlib,
-  python-isal, libdeflate) and with 0, 1 or 2 inflating threads;
+  inflater and nothing else, in one thread (best of ``--repeat``), for each inflater installed
+  (stdlib zlib, python-isal, libdeflate), against ``read_log`` with 0, 1 or 2 worker threads
+  (``PACKBMS_READ_THREADS``); and the same inflation on 2 threads, for reference;
 * ``iter_log`` over BLF in chunks of 100,000 frames: peak RSS while streaming;
 * writing BLF: packbms' vectorised writer (whole table) against python-can's ``BLFWriter`` fed
   ``Message`` objects built from the table (``--pc-frames`` frames);
@@ -104,11 +105,11 @@ def native_rate(path: str, repeat: int, env: dict | None = None) -> dict:
     """, env)
 
 
-def inflate_floor(path: str, name: str, repeat: int) -> dict:
+def inflate_floor(path: str, name: str, repeat: int, threads: int = 0) -> dict:
     return child(f"""
         from packbms.io.native_blf import inflate_all
-        inflate_all({path!r}, {name!r})
-        dt, total = best(lambda: inflate_all({path!r}, {name!r}), {repeat})
+        inflate_all({path!r}, {name!r}, {threads})
+        dt, total = best(lambda: inflate_all({path!r}, {name!r}, {threads}), {repeat})
         print(json.dumps({{"seconds": dt, "bytes": total}}))
     """)
 
@@ -191,9 +192,11 @@ def main() -> None:
                   f" | {pc['rss']:.0f} ({pc['rss'] - pc['start']:+.0f}) |")
         decoded = len(frames) * (8 + 4 + 4 + 2 + frames.width) / 1e6
         print(f"\npython-can timed on the first {args.pc_frames:,} frames of each file; packbms "
-              f"on all of them, best of {args.repeat}: default threads (BLF: inflating on a "
-              "worker thread; text: each 4 MiB block parsed in two halves at once) and "
-              f"PACKBMS_READ_THREADS=0. The decoded table is {decoded:.0f} MB.")
+              f"on all of them, best of {args.repeat}: default threads (BLF: one worker per "
+              "core up to 4, each inflating and parsing batches of containers; text: each 4 MiB "
+              "block cut at newlines into one slice per thread, up to 4, the next block read "
+              f"meanwhile) and PACKBMS_READ_THREADS=0. The decoded table is "
+              f"{decoded:.0f} MB.")
 
         if ".blf" in paths:
             path = paths[".blf"]
@@ -201,8 +204,10 @@ def main() -> None:
             print("| inflater | threads | inflate-only floor ms | packbms read_log ms | "
                   "% of floor | packbms frames/s |")
             print("|---|---:|---:|---:|---:|---:|")
+            floors2 = {}
             for name in available_inflaters():
                 floor = inflate_floor(path, name, args.repeat)
+                floors2[name] = inflate_floor(path, name, args.repeat, threads=2)
                 for threads in ("0", "1", "2"):
                     nat = native_rate(path, args.repeat, {"PACKBMS_INFLATER": name,
                                                           "PACKBMS_READ_THREADS": threads})
@@ -211,8 +216,12 @@ def main() -> None:
                           f"{100 * floor['seconds'] / nat['seconds']:.0f} % | "
                           f"{nat['frames'] / nat['seconds']:,.0f} |")
             print(f"\n{floor['bytes'] / 1e6:.1f} MB inflated. The floor inflates in one thread; "
-                  "packbms with threads=N inflates on N worker threads while the kernel parses in "
-                  "the caller's (the default is 1 on a multi-core machine, 0 on one core).")
+                  "% of floor = floor time / read_log time. packbms with threads=1 inflates on a "
+                  "worker thread while the caller's thread parses; with threads=N >= 2 each of "
+                  "the N workers inflates a batch of containers and parses it in file order "
+                  "(the default is one per core up to 4, 0 on one core). Inflating alone on 2 "
+                  "threads: " + ", ".join(f"{name} {fl['seconds'] * 1e3:.1f} ms"
+                                          for name, fl in floors2.items()) + ".")
             s = streaming_rss(path, 100_000)
             print(f"\n`iter_log(blf, chunk_frames=100_000)`: {s['frames']:,} frames in "
                   f"{s['seconds']:.2f} s, peak RSS {s['rss']:.0f} MB "

@@ -18,12 +18,21 @@ CAN_FD_MESSAGE_64           101  channel u8 @0, dlc @1, valid bytes @2, id u32 @
 =========================== ==== ==============================================================
 
 Every read is checked against the end of the buffer and of the object first (Numba does not check
-bounds). Kernels trust their arguments: the caller allocates the outputs and checks their shapes.
+bounds); positions are never negative, so bytes are read with unsigned indexes (no wraparound
+code in the loop). Kernels trust their arguments: the caller allocates the outputs and checks
+their shapes.
+
+Joining a tail without copying the container (:mod:`packbms.io.native_blf`): ``state[S_STOP]``
+(when > 0) makes the kernel stop before the first object found at or after that position and
+report where it was found in ``state[S_FOUND]``; the caller parses the previous container's tail
+joined to the head of this one up to its first ``LOBJ``, and when the walk stops exactly there,
+parses the container in place from that object on.
 
 Status codes returned (``state`` holds the position to resume from, the frame count, the event
 count and the count of skipped non-frame objects):
 
-- ``DONE``: every complete object was read; ``state[S_POS]`` is where the unparsed tail starts.
+- ``DONE``: every complete object was read (or the stop position was reached); ``state[S_POS]``
+  is where the unparsed tail starts.
 - ``FULL``: the output arrays are full; resume at ``state[S_POS]``.
 - ``WIDE``: a payload needs 64 columns; widen ``data`` and resume at ``state[S_POS]``.
 - ``EVENTS_FULL``: the event table is full; drain it and resume.
@@ -52,7 +61,9 @@ S_EVENTS = 2
 S_IGNORED = 3
 S_ERR = 4
 S_ERRVAL = 5
-STATE_SIZE = 6
+S_STOP = 6
+S_FOUND = 7
+STATE_SIZE = 8
 
 # CORRUPT reasons
 ERR_NO_SIGNATURE = 1
@@ -74,14 +85,19 @@ _EXACT = 9007199254740992  # 2**53
 
 
 @kernel
+def _b(buf, p):
+    # unsigned index: no negative-index wraparound code (positions here are never negative)
+    return np.int64(buf[np.uint64(p)])
+
+
+@kernel
 def _u16(buf, p):
-    return np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
+    return _b(buf, p) | (_b(buf, p + 1) << 8)
 
 
 @kernel
 def _u32(buf, p):
-    return (np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8) | (np.int64(buf[p + 2]) << 16)
-            | (np.int64(buf[p + 3]) << 24))
+    return _b(buf, p) | (_b(buf, p + 1) << 8) | (_b(buf, p + 2) << 16) | (_b(buf, p + 3) << 24)
 
 
 @kernel
@@ -91,15 +107,19 @@ def _u64(buf, p):
     return lo | (hi << np.uint64(32))
 
 
+_SIG = 0x4A424F4C  # b"LOBJ" as a little-endian u32
+
+
 @kernel
-def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
+def scan_blf(buf, start_ts, ts, aid, flags, dc, data, data64, events, state):
     """Parse frame objects of ``buf`` from ``state[S_POS]`` into the outputs from row
     ``state[S_K]``.
 
     Parameters
     ----------
     buf : uint8 [n]
-        Tail of the previous container followed by this container's inflated bytes.
+        Tail of the previous container followed by this container's inflated bytes (or the
+        container alone, parsed from its first ``LOBJ``, once the tail is taken care of).
     start_ts : float64
         The file header's start time in Unix seconds (0 when the header has none).
     ts, aid : float64 [cap], uint32 [cap]
@@ -109,6 +129,8 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
         dlc (payload length in bytes, python-can's ``Message.dlc``) and 0-based channel.
     data : uint8 [cap, W]
         Payload rows, zero beyond the payload (W = 8 or 64).
+    data64 : uint64 [cap, W // 8]
+        ``data.view(np.uint64)``: a payload of up to 8 bytes is stored as one word.
     events : int64 [M, 4]
     state : int64 [STATE_SIZE]
 
@@ -125,6 +147,7 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
     k = state[S_K]
     ne = state[S_EVENTS]
     ignored = state[S_IGNORED]
+    stop = state[S_STOP]
     status = DONE
     while True:
         start = pos
@@ -133,13 +156,16 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
             break
         # python-can: data.index(b"LOBJ", pos, pos + 8)
         found = -1
-        lim = min(pos + 8, n) - 4
-        j = pos
-        while j <= lim:
-            if buf[j] == 76 and buf[j + 1] == 79 and buf[j + 2] == 66 and buf[j + 3] == 74:
-                found = j
-                break
-            j += 1
+        if pos + 16 <= n and _u32(buf, pos) == _SIG:
+            found = pos                     # the usual case: the next object starts right here
+        else:
+            lim = min(pos + 8, n) - 4
+            j = pos
+            while j <= lim:
+                if _u32(buf, j) == _SIG:
+                    found = j
+                    break
+                j += 1
         if found < 0:
             if pos + 8 > n:
                 break                       # the rest continues in the next container
@@ -147,6 +173,9 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
             status = CORRUPT
             break
         p = found
+        if stop > 0 and p >= stop:
+            state[S_FOUND] = p              # reached the caller's stop: the object at p is next
+            break
         if p + 16 > n:
             break                           # object header cut by the container end
         hsize = _u16(buf, p + 4)
@@ -194,15 +223,15 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
         err = False
         if otype == CAN_MESSAGE or otype == CAN_MESSAGE2:
             chan = _u16(buf, body)
-            remote = (buf[body + 2] & 0x80) != 0
-            dlc = np.int64(buf[body + 3])
+            remote = (_b(buf, body + 2) & 0x80) != 0
+            dlc = _b(buf, body + 3)
             can_id = _u32(buf, body + 4)
             length = min(dlc, 8)
             copy = length
             src = body + 8
         elif otype == CAN_ERROR_EXT:
             chan = _u16(buf, body)
-            dlc = np.int64(buf[body + 10])
+            dlc = _b(buf, body + 10)
             can_id = _u32(buf, body + 16)
             err = True
             length = min(dlc, 8)
@@ -210,24 +239,24 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
             src = body + 24
         elif otype == CAN_FD_MESSAGE:
             chan = _u16(buf, body)
-            remote = (buf[body + 2] & 0x80) != 0
-            code = np.int64(buf[body + 3])
+            remote = (_b(buf, body + 2) & 0x80) != 0
+            code = _b(buf, body + 3)
             dlc = _DLC2LEN[code] if code <= 15 else 64
             can_id = _u32(buf, body + 4)
-            fd = (buf[body + 13] & 1) != 0
-            length = min(np.int64(buf[body + 14]), 64)
+            fd = (_b(buf, body + 13) & 1) != 0
+            length = min(_b(buf, body + 14), 64)
             copy = length
             src = body + 20
         else:
-            chan = np.int64(buf[body])
-            code = np.int64(buf[body + 1])
+            chan = _b(buf, body)
+            code = _b(buf, body + 1)
             dlc = _DLC2LEN[code] if code <= 15 else 64
-            valid = np.int64(buf[body + 2])
+            valid = _b(buf, body + 2)
             can_id = _u32(buf, body + 4)
             fdflags = _u32(buf, body + 12)
             remote = (fdflags & 0x0010) != 0
             fd = (fdflags & 0x1000) != 0
-            ext_off = np.int64(buf[body + 35])
+            ext_off = _b(buf, body + 35)
             limit = (ext_off if ext_off != 0 else osize) - hsize - 40
             copy = min(valid, limit)
             src = body + 40
@@ -271,22 +300,24 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
             events[ne, 2] = k
             events[ne, 3] = np.int64(raw)
             ne += 1
-        ts[k] = t + start_ts
-        aid[k] = np.uint32(can_id & 0x1FFFFFFF)
-        flags[0, k] = (can_id & 0x80000000) != 0
-        flags[1, k] = fd
-        flags[2, k] = err
-        flags[3, k] = remote
-        dc[0, k] = np.uint8(dlc)
-        dc[1, k] = np.uint8((chan - 1) & 0xFF) if chan > 0 else np.uint8(0)
+        r = np.uint64(k)
+        ts[r] = t + start_ts
+        aid[r] = np.uint32(can_id & 0x1FFFFFFF)
+        flags[0, r] = (can_id & 0x80000000) != 0
+        flags[1, r] = fd
+        flags[2, r] = err
+        flags[3, r] = remote
+        dc[0, r] = np.uint8(dlc)
+        dc[1, r] = np.uint8((chan - 1) & 0xFF) if chan > 0 else np.uint8(0)
         if copy <= 8 and src + 8 <= nxt:
-            # fixed trip count: unrolled, no branch per byte (bytes past the payload are zeroed,
-            # python-can drops them)
-            for i in range(8):
-                data[k, i] = buf[src + i] if i < copy else 0
+            # one 8-byte word, the bytes past the payload masked off (python-can drops them)
+            v = _u64(buf, src)
+            if copy < 8:
+                v &= (np.uint64(1) << np.uint64(8 * copy)) - np.uint64(1)
+            data64[r, 0] = v
         else:
             for i in range(copy):
-                data[k, i] = buf[src + i]
+                data[k, i] = buf[np.uint64(src + i)]
         k += 1
         pos = nxt
     state[S_POS] = start
@@ -294,3 +325,4 @@ def scan_blf(buf, start_ts, ts, aid, flags, dc, data, events, state):
     state[S_EVENTS] = ne
     state[S_IGNORED] = ignored
     return status
+
