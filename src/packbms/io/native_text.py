@@ -8,11 +8,14 @@ the other lines as ignored or bad (with their line numbers). Python parses the h
 regular expressions, turns the kernel's events into :class:`~packbms.errors.LogFormatError` and
 recomputes the rare timestamps whose exact rounding needs Python's ``float``.
 
-A plain file is read into one reusable buffer (``readinto``, no per-block allocation). On a
-multi-core machine a block of at least :data:`PARALLEL_MIN_BYTES` is cut at a newline near its
-middle and both halves are parsed at once (the second on a worker thread, into its own arrays,
-then appended; its line numbers are offset by the first half's); ``PACKBMS_READ_THREADS=0`` turns
-this off. Frames, counts and errors come out in file order either way.
+A plain file is read into reusable buffers (``readinto``, no per-block allocation). With threads
+(a file of at least :data:`PARALLEL_MIN_BYTES` on a multi-core machine: one per core up to
+:data:`MAX_DEFAULT_THREADS`, or ``$PACKBMS_READ_THREADS``; ``0`` turns them off), each block is
+cut at newlines into one slice per thread: the caller's thread parses the first straight into the
+output, worker threads the others into their own arrays, appended after it in order (their line
+numbers offset by the lines before them), and a worker reads the next block into a second buffer
+meanwhile. The first slice's share follows the measured times so that all finish together.
+Frames, counts and errors come out in file order either way.
 
 Memory is bounded by the block size, the chunk size and :data:`MAX_LINE_BYTES` (a longer line is a
 bad record and is skipped without being kept).
@@ -24,15 +27,17 @@ import datetime as _dt
 import math
 import os
 import re
+import time
 import zlib
 
 import numpy as np
 
 from ..errors import LogFormatError
 from ..kernels import text_scan as K
-from .native_common import FrameSink
+from .native_common import EVENT_ROWS, FrameSink
 
-__all__ = ["iter_text_tables", "BLOCK_BYTES", "MAX_LINE_BYTES", "PARALLEL_MIN_BYTES"]
+__all__ = ["iter_text_tables", "BLOCK_BYTES", "MAX_LINE_BYTES", "PARALLEL_MIN_BYTES",
+           "MAX_DEFAULT_THREADS"]
 
 #: Bytes read (or decompressed) per block.
 BLOCK_BYTES = 1 << 22
@@ -191,15 +196,15 @@ def _time_of(suffix: str, token: str, fparams, iparams) -> float:
     return v
 
 
-def _blocks(f, gz: bool):
-    """Blocks of the (decompressed) file. A stream error ends the blocks with the exception
+def _blocks(f):
+    """Blocks of the decompressed file. A stream error ends the blocks with the exception
     itself, after the data decompressed before it (``read1`` hands data out as it comes)."""
     while True:
         pieces = []
         got = 0
         try:
             while got < BLOCK_BYTES:
-                piece = f.read1(BLOCK_BYTES - got) if gz else f.read(BLOCK_BYTES - got)
+                piece = f.read1(BLOCK_BYTES - got)
                 if not piece:
                     break
                 pieces.append(piece)
@@ -214,99 +219,166 @@ def _blocks(f, gz: bool):
         yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _line_blocks(f, gz: bool):
-    """(buffer, end, eof, failure, skipped_line): ``buffer[:end]`` holds whole lines (at the end
-    of the file: everything left). The buffer is reused: its contents are valid until the next
-    item is asked for. A line longer than :data:`MAX_LINE_BYTES` is dropped while reading and
-    reported as ``skipped_line`` (its line number offset in lines from the previous item)."""
-    if gz:
-        carry = b""
-        discarding = False
-        for block in _blocks(f, True):
-            if isinstance(block, BaseException):
-                buf = carry
-                yield buf, buf.rfind(b"\n") + 1, True, block, False
-                return
-            if discarding:
-                nl = block.find(b"\n")
-                if nl < 0:
-                    continue
-                block = block[nl + 1:]
-                discarding = False
-            buf = carry + block if carry else block
-            end = buf.rfind(b"\n") + 1
-            if end == 0:
-                if len(buf) > MAX_LINE_BYTES:
-                    carry, discarding = b"", True
-                    yield b"", 0, False, None, True
-                else:
-                    carry = buf
-                continue
-            yield buf, end, False, None, False
-            carry = buf[end:]
-        if not discarding:
-            yield carry, len(carry), True, None, False
-        else:
-            yield b"", 0, True, None, False
-        return
-    # plain file: one reusable buffer, read into (no per-block allocation, no concatenation)
-    work = bytearray(BLOCK_BYTES)
-    n = 0
+def _gz_line_blocks(f):
+    """:meth:`_PlainReader.read`'s blocks for a gzip stream (new bytes objects each time)."""
+    carry = b""
     discarding = False
-    while True:
-        if n == len(work):
-            work.extend(bytes(len(work)))          # a line longer than the buffer
-        view = memoryview(work)
-        try:
-            got = f.readinto(view[n:])
-        except _STREAM_ERRORS as e:
-            del view
-            end = work.rfind(b"\n", 0, n) + 1
-            yield work, end, True, e, False
+    for block in _blocks(f):
+        if isinstance(block, BaseException):
+            buf = carry
+            yield buf, buf.rfind(b"\n") + 1, True, block, False
             return
-        del view
-        if not got:
-            yield work, 0 if discarding else n, True, None, False
-            return
-        start = n
-        n += got
         if discarding:
-            nl = work.find(b"\n", start, n)
+            nl = block.find(b"\n")
             if nl < 0:
-                n = 0
                 continue
-            work[: n - nl - 1] = work[nl + 1:n]
-            n -= nl + 1
+            block = block[nl + 1:]
             discarding = False
-        end = work.rfind(b"\n", 0, n) + 1
+        buf = carry + block if carry else block
+        end = buf.rfind(b"\n") + 1
         if end == 0:
-            if n > MAX_LINE_BYTES:
-                n = 0
-                discarding = True
-                yield work, 0, False, None, True
+            if len(buf) > MAX_LINE_BYTES:
+                carry, discarding = b"", True
+                yield b"", 0, False, None, True
+            else:
+                carry = buf
             continue
-        yield work, end, False, None, False
-        rest = n - end
-        work[:rest] = work[end:n]
-        n = rest
+        yield buf, end, False, None, False
+        carry = buf[end:]
+    if not discarding:
+        yield carry, len(carry), True, None, False
+    else:
+        yield b"", 0, True, None, False
 
 
-#: Blocks at least this big are parsed in two halves at once when threads are allowed (the
+def _buffer(size: int):
+    """A block buffer: uninitialised (the reads fill it; no pass to zero it first)."""
+    return np.empty(size, np.uint8)
+
+
+class _PlainReader:
+    """Line blocks of a plain file, read (``readinto``) into reusable buffers: one, or two used
+    in turn so that the next block can be read while this one is parsed. Only one
+    :meth:`read` runs at a time, on any thread."""
+
+    def __init__(self, f, buffers: int):
+        self.f = f
+        self.bufs = [_buffer(BLOCK_BYTES) for _ in range(buffers)]
+        self.cur = 0
+        self.carry = None               # (buffer, start, stop) of the last block's cut line
+        self.discarding = False
+
+    def read(self):
+        """(buffer, end, eof, failure, skipped_line): ``buffer[:end]`` holds whole lines (at the
+        end of the file: everything left); it stays valid until the next-but-one call (the next
+        call with a single buffer). A line longer than :data:`MAX_LINE_BYTES` is dropped while
+        reading and reported as ``skipped_line``."""
+        work = self.bufs[self.cur]
+        self.cur = (self.cur + 1) % len(self.bufs)
+        n = 0
+        if self.carry is not None:
+            src, a, b = self.carry
+            self.carry = None
+            n = b - a
+            if n > len(work):
+                work = self._grow(work, n, 0)
+            work[:n] = src[a:b]
+        f = self.f
+        while True:
+            if n == len(work):
+                work = self._grow(work, 2 * n, n)       # a line longer than the buffer
+            try:
+                got = f.readinto(work[n:])
+            except _STREAM_ERRORS as e:
+                return work, K.rfind_newline(work, 0, n) + 1, True, e, False
+            if not got:
+                return work, 0 if self.discarding else n, True, None, False
+            start = n
+            n += got
+            if self.discarding:
+                nl = K.find_newline(work, start, n)
+                if nl < 0:
+                    n = 0
+                    continue
+                work[: n - nl - 1] = work[nl + 1:n]
+                n -= nl + 1
+                self.discarding = False
+            end = K.rfind_newline(work, 0, n) + 1
+            if end == 0:
+                if n > MAX_LINE_BYTES:
+                    n = 0
+                    self.discarding = True
+                    return work, 0, False, None, True
+                continue
+            self.carry = (work, end, n)
+            return work, end, False, None, False
+
+    def _grow(self, work, size: int, keep: int):
+        """A bigger buffer in place of ``work`` (a new object: the old may still be viewed)."""
+        new = _buffer(max(size, len(work)))
+        new[:keep] = work[:keep]
+        i = next(j for j, buf in enumerate(self.bufs) if buf is work)
+        self.bufs[i] = new
+        return new
+
+
+class _GzReader:
+    def __init__(self, f):
+        self._gen = _gz_line_blocks(f)
+
+    def read(self):
+        buf, end, eof, failure, long_line = next(self._gen)
+        return np.frombuffer(buf, np.uint8), end, eof, failure, long_line
+
+
+#: Blocks at least this big are cut into slices parsed at once when threads are allowed (the
 #: kernels release the GIL); ``PACKBMS_READ_THREADS=0`` turns it off.
 PARALLEL_MIN_BYTES = 1 << 20
+#: At most this many parsing threads by default (``PACKBMS_READ_THREADS`` sets the count).
+MAX_DEFAULT_THREADS = 4
+#: ... and at most this many whatever ``PACKBMS_READ_THREADS`` says.
+MAX_THREADS = 32
 
 
-def _threads_allowed(size) -> bool:
+def _parse_threads(size) -> int:
+    """Parsing threads, the caller's included (1: no threads): ``$PACKBMS_READ_THREADS`` if set
+    (0 or 1 = none), else one per core up to :data:`MAX_DEFAULT_THREADS`, for files of at least
+    :data:`PARALLEL_MIN_BYTES` (a ``.gz``, whose size is not known ahead, counts as big)."""
     env = os.environ.get("PACKBMS_READ_THREADS", "")
     if env.isdigit():
-        return int(env) > 1
-    return (os.cpu_count() or 1) > 1 and (size is None or size >= PARALLEL_MIN_BYTES)
+        return min(max(int(env), 1), MAX_THREADS)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                          # not on Linux
+        cores = os.cpu_count() or 1
+    if cores < 2 or (size is not None and size < PARALLEL_MIN_BYTES):
+        return 1
+    return min(cores, MAX_DEFAULT_THREADS)
+
+
+class _Slice:
+    """The outputs of one slice of a block parsed on a worker thread."""
+
+    def __init__(self, capacity: int, width: int, source):
+        self.sink = FrameSink(capacity, width, source)
+        self.events = np.zeros((EVENT_ROWS, K.EVENT_COLUMNS), np.int64)
+        self.state = np.zeros(K.STATE_SIZE, np.int64)
+        self.seconds = 0.0
+        self.first_wide = -1            # the first row that needed 64 payload columns
 
 
 class _TextScan:
-    """The state of one text log being scanned (see :func:`iter_text_tables`)."""
+    """The state of one text log being scanned (see :func:`iter_text_tables`).
 
-    def __init__(self, src, chunk_frames: int, kern, size):
+    With threads, a block is cut at newlines into one slice per thread: the first is parsed
+    here, straight into the output sink; the others on worker threads, each into its own
+    :class:`_Slice`, then appended in order (line numbers offset by the lines before them). The
+    read of the next block is queued behind the slices, so a worker reads it while this thread
+    parses; the first slice's share of the block follows the measured times so that both sides
+    finish together.
+    """
+
+    def __init__(self, src, chunk_frames: int, kern, size, threads: int):
         self.src = src
         self.suffix = src.fmt.suffix
         self.kern = kern
@@ -314,18 +386,38 @@ class _TextScan:
         estimate = max(size // 24, 1024) if size is not None else 1 << 16
         self.cap = int(min(chunk_frames, estimate, 1 << 26))
         self.sink = FrameSink(self.cap, 8, src.path)
-        self.events = np.zeros((256, K.EVENT_COLUMNS), np.int64)
+        self.events = np.zeros((EVENT_ROWS, K.EVENT_COLUMNS), np.int64)
         self.state = np.zeros(K.STATE_SIZE, np.int64)
         self.fparams = self.iparams = None
+        self.threads = threads
         self.pool = None
-        self.other = None               # second half's outputs (parallel mode)
-        self.events_b = np.zeros((256, K.EVENT_COLUMNS), np.int64)
-        self.state_b = np.zeros(K.STATE_SIZE, np.int64)
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=threads - 1,
+                                           thread_name_prefix="packbms-text")
+        self.slices: list[_Slice] = []
+        self.share = 1.0 / max(threads, 1)  # the first slice's part of a block
+        self.pending = None                 # the next block's read, on a worker
+        self.read_seconds = 0.0
 
     def close(self):
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             self.pool = None
+
+    # -- reading ahead ----------------------------------------------------------------------
+    def _timed_read(self, read):
+        t0 = time.perf_counter()
+        try:
+            return read()
+        finally:
+            self.read_seconds = time.perf_counter() - t0
+
+    def next_block(self, reader):
+        """The block read ahead during the last scan, else one read now."""
+        job, self.pending = self.pending, None
+        return job.result() if job is not None else reader.read()
 
     # -- events and output ----------------------------------------------------------------
     def _handle(self, arr, sink, events, n, line_offset=0):
@@ -361,28 +453,32 @@ class _TextScan:
         self.sink = FrameSink(self.cap, sink.width, sink.source)
         return sink.table()
 
-    def _append(self, other: FrameSink):
-        """Move the rows of ``other`` after the sink's (yields full chunks)."""
+    def _append(self, other: FrameSink, first_wide: int = -1):
+        """Move the rows of ``other`` after the sink's (yields full chunks), widening the sink
+        at row ``first_wide`` of ``other`` as the serial pass would. The rows of ``other`` are
+        left as they are: the kernels overwrite every byte of a row."""
         n = other.k
         done = 0
-        if other.width > self.sink.width:
-            self.sink.widen()
         while done < n:
+            if done == first_wide:
+                self.sink.widen()
             if self.sink.full:
                 table = self._full()
                 if table is not None:
                     yield table
             sink = self.sink
             take = min(n - done, sink.capacity - sink.k)
+            if done < first_wide:
+                take = min(take, first_wide - done)
             a, b, k = done, done + take, sink.k
+            cols = min(sink.width, other.width)     # columns past it are zeros
             sink.ts[k:k + take] = other.ts[a:b]
             sink.aid[k:k + take] = other.aid[a:b]
             sink.flags[:, k:k + take] = other.flags[:, a:b]
             sink.dc[:, k:k + take] = other.dc[:, a:b]
-            sink.data[k:k + take, : other.width] = other.data[a:b]
+            sink.data[k:k + take, :cols] = other.data[a:b, :cols]
             sink.k += take
             done += take
-        other.data[:n] = 0
         other.k = 0
 
     # -- scanning ---------------------------------------------------------------------------
@@ -411,34 +507,108 @@ class _TextScan:
             elif status == K.WIDE:
                 sink.widen()
 
-    def scan(self, arr, buf, pos: int, end: int, line: int):
-        """Generator: scan [pos, end), in two halves at once when the block is big enough."""
-        nl = buf.find(b"\n", pos + (end - pos) // 2, end) if self.pool is not None else -1
-        if end - pos < PARALLEL_MIN_BYTES or nl < 0 or nl + 1 >= end:
+    def _scan_slice(self, part: _Slice, arr, pos: int, end: int) -> int:
+        """Worker thread: parse [pos, end) into ``part`` (line numbers from 0), growing or
+        widening its arrays as needed; the status is DONE, or EVENTS_FULL (the caller parses
+        the slice again itself)."""
+        t0 = time.perf_counter()
+        state = part.state
+        state[:] = 0
+        state[K.S_POS] = pos
+        sink = part.sink
+        part.first_wide = -1
+        while True:
+            status = self.kern(arr, end, self.fparams, self.iparams, sink.ts, sink.aid,
+                               sink.flags, sink.dc, sink.data, part.events, state)
+            sink.k = int(state[K.S_K])
+            if status == K.FULL:
+                sink.grow()
+            elif status == K.WIDE:
+                part.first_wide = sink.k
+                sink.widen()
+            else:
+                break
+        part.seconds = time.perf_counter() - t0
+        return status
+
+    def _cuts(self, buf, pos: int, end: int) -> list:
+        """Slice starts (at line starts) and the end: the first slice gets :attr:`share` of the
+        bytes, the others equal parts of the rest."""
+        cuts = [pos]
+        n = self.threads
+        size = end - pos
+        if n > 1 and size >= PARALLEL_MIN_BYTES:
+            first = self.share
+            for j in range(1, n):
+                target = pos + int(size * (first + (1.0 - first) * (j - 1) / (n - 1)))
+                nl = K.find_newline(buf, max(target, cuts[-1]), end)
+                if nl < 0 or nl + 1 >= end:
+                    break
+                cuts.append(nl + 1)
+        cuts.append(end)
+        return cuts
+
+    def scan(self, arr, pos: int, end: int, line: int, read_next=None):
+        """Generator: scan [pos, end) (in slices at once when there are threads and the block is
+        big enough); meanwhile read the next block with ``read_next`` on a worker (see
+        :meth:`next_block`). Returns the next line number."""
+        pool = self.pool
+        if pool is None:
             return (yield from self.scan_seq(arr, pos, end, line))
-        split = nl + 1
-        other = self.other
-        need = (end - split) // 8 + 16
-        if other is None or other.capacity < need or other.width < self.sink.width:
-            other = self.other = FrameSink(need, self.sink.width, self.src.path)
-        sb = self.state_b
-        sb[:] = 0
-        sb[K.S_POS] = split                 # line numbers relative to the split
-        job = self.pool.submit(self.kern, arr, end, self.fparams, self.iparams, other.ts,
-                               other.aid, other.flags, other.dc, other.data, self.events_b, sb)
+        cuts = self._cuts(arr, pos, end)
+        jobs = []
+        width = self.sink.width
+        for j in range(1, len(cuts) - 1):
+            if len(self.slices) < j:        # a first guess at the rows; the worker grows it
+                rows = (cuts[j + 1] - cuts[j]) // 32 + 1024
+                self.slices.append(_Slice(rows, width, self.src.path))
+            part = self.slices[j - 1]
+            if part.sink.width != width:    # it widens where the output would
+                part = self.slices[j - 1] = _Slice(part.sink.capacity, width, self.src.path)
+            jobs.append((part, pool.submit(self._scan_slice, part, arr, cuts[j], cuts[j + 1]),
+                         cuts[j], cuts[j + 1]))
+        if read_next is not None:
+            self.pending = pool.submit(self._timed_read, read_next)
+        t0 = time.perf_counter()
         try:
-            line = yield from self.scan_seq(arr, pos, split, line)
+            line = yield from self.scan_seq(arr, pos, cuts[1], line)
         finally:
-            status_b = job.result()
-        other.k = int(sb[K.S_K])
-        if status_b != K.DONE:              # full, wide or many bad lines: redo it here
-            other.data[: other.k] = 0
-            other.k = 0
-            return (yield from self.scan_seq(arr, split, end, line))
-        self.src.report.ignored += int(sb[K.S_IGNORED])
-        self._handle(arr, other, self.events_b, int(sb[K.S_EVENTS]), line_offset=line)
-        yield from self._append(other)
-        return line + int(sb[K.S_LINE])
+            for _, job, _, _ in jobs:       # the workers are done with the buffer after this
+                job.exception()
+        t_first = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        t_parts = 0.0
+        for part, job, a, b in jobs:
+            status = job.result()
+            if status != K.DONE:            # many bad lines: parse it again here
+                part.sink.k = 0
+                line = yield from self.scan_seq(arr, a, b, line)
+                continue
+            t_parts += part.seconds
+            state = part.state
+            self.src.report.ignored += int(state[K.S_IGNORED])
+            self._handle(arr, part.sink, part.events, int(state[K.S_EVENTS]), line_offset=line)
+            yield from self._append(part.sink, part.first_wide)
+            line += int(state[K.S_LINE])
+        if jobs:
+            self._balance(cuts, t_first, t_parts, time.perf_counter() - t1, read_next)
+        return line
+
+    def _balance(self, cuts, t_first, t_parts, t_append, read_next):
+        """Move the first slice's share so that this thread (its slice, then the appends) and
+        the workers (their slices, then the read ahead) take the same time."""
+        size = cuts[-1] - cuts[0]
+        first = cuts[1] - cuts[0]
+        if first <= 0 or size <= first or t_first <= 0 or t_parts <= 0:
+            return
+        w = len(cuts) - 2                   # worker slices
+        per_first = t_first / first         # seconds per byte here and on a worker
+        per_part = t_parts / (size - first)
+        t_read = self.read_seconds if read_next is not None else 0.0
+        # first * per_first + t_append = ((size - first) * per_part + t_read) / w
+        share = ((size * per_part + t_read) / w - t_append) / (size * (per_first + per_part / w))
+        share = min(max(share, 0.1), 0.9)
+        self.share = 0.5 * self.share + 0.5 * share
 
 
 def iter_text_tables(src, chunk_frames: int):
@@ -452,24 +622,25 @@ def iter_text_tables(src, chunk_frames: int):
 
     f = src._open_binary()
     size = None if src.gz else os.fstat(f.fileno()).st_size
-    scan = _TextScan(src, chunk_frames, kern, size)
+    threads = _parse_threads(size)
+    scan = _TextScan(src, chunk_frames, kern, size, threads)
+    reader = _GzReader(f) if src.gz else _PlainReader(f, 2 if threads > 1 else 1)
     if not in_header:
         scan.fparams, scan.iparams = header.finish(0)
-    if _threads_allowed(size):
-        from concurrent.futures import ThreadPoolExecutor
-
-        scan.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packbms-text")
     line = 1
     try:
-        for buf, end, eof, failure, long_line in _line_blocks(f, src.gz):
+        block = reader.read()
+        while True:
+            buf, end, eof, failure, long_line = block
             if long_line:
                 src.problem(_message(suffix, K.R_LINE_TOO_LONG, 0, 0, ""), line=line)
                 line += 1
+                block = reader.read()
                 continue
             pos = 0
             if in_header:
                 while pos < end:
-                    nl = buf.find(b"\n", pos, end)
+                    nl = K.find_newline(buf, pos, end)
                     stop = nl if nl >= 0 else end
                     text = _decode(buf[pos:stop])
                     if text.strip():
@@ -481,12 +652,11 @@ def iter_text_tables(src, chunk_frames: int):
                 if pos < end or eof:
                     in_header = False
                     scan.fparams, scan.iparams = header.finish(line)
+            read_next = reader.read if not eof and failure is None else None
             if not in_header and pos < end:
-                arr = np.frombuffer(buf, np.uint8)
-                if arr.flags.writeable:
-                    arr = arr.view()
-                    arr.flags.writeable = False
-                line = yield from scan.scan(arr, buf, pos, end, line)
+                arr = buf.view()
+                arr.flags.writeable = False     # one compiled variant of each kernel
+                line = yield from scan.scan(arr, pos, end, line, read_next)
                 del arr
             if failure is not None:
                 src.problem(f"compressed stream is corrupted or cut short ({failure})",
@@ -494,6 +664,7 @@ def iter_text_tables(src, chunk_frames: int):
                 break
             if eof:
                 break
+            block = scan.next_block(reader)
         if in_header:
             header.finish(line)
     finally:

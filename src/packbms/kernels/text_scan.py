@@ -9,6 +9,15 @@ its line number). The parsing rules are python-can 4.6's readers (``ASCReader``,
 ``int(s, base)``, ``float(s)`` and ``bytearray.fromhex`` grammars, so a field python-can accepts is
 accepted here with the same value. Every index is checked against the line end before it is read.
 
+That general path is the reference. Before it, each kernel hands runs of lines to a fast path
+(``_candump_run``, ``_asc_run``, ``_trc_run``) that parses the usual line of its format eight bytes
+at a time and stops at the first line it does not recognise, which then takes the general path;
+a fast path stores exactly the frame the general path would (tests/test_io_text_threads.py
+checks this on generated lines). The fast paths read up to :data:`FAST_REACH` bytes past a line's
+start (never past the array): lines closer than that to the end of the array take the general
+path. Callers must give every kernel the same kind of array (read-only ``uint8``): Numba compiles
+one variant per kind.
+
 Header lines (ASC ``date``/``base``, TRC ``;$...``) are parsed in Python before the kernel runs.
 
 Statuses: ``DONE`` (every line up to ``end`` was read), ``FULL`` (output arrays full), ``WIDE``
@@ -24,8 +33,16 @@ stores an approximation).
 from __future__ import annotations
 
 import numpy as np
+from numba.core.config import DISABLE_JIT
 
 from ._jit import kernel
+
+if DISABLE_JIT:                         # the kernels run as Python (coverage)
+    def trailing_zeros(x):
+        x = int(x)
+        return (x & -x).bit_length() - 1
+else:
+    from numba.cpython.unsafe.numbers import trailing_zeros
 
 DONE = 0
 FULL = 1
@@ -142,6 +159,12 @@ def _split_space(c):
 def _re_space(c):
     """``\\s`` of an ASCII regex: space \\t \\n \\r \\f \\v."""
     return c == 32 or (9 <= c <= 13)
+
+
+@kernel
+def _blank(c):
+    """The blanks the fast paths accept between fields: space and tab."""
+    return c == 32 or c == 9
 
 
 @kernel
@@ -489,6 +512,25 @@ def _fromhex(buf, a, b, out):
     return n
 
 
+# -- newlines (the readers' block cuts) ---------------------------------------------------------
+@kernel
+def find_newline(buf, start, stop):
+    """The index of the first ``\\n`` in ``buf[start:stop]``, or -1."""
+    for i in range(start, stop):
+        if buf[i] == 10:
+            return i
+    return -1
+
+
+@kernel
+def rfind_newline(buf, start, stop):
+    """The index of the last ``\\n`` in ``buf[start:stop]``, or -1."""
+    for i in range(stop - 1, start - 1, -1):
+        if buf[i] == 10:
+            return i
+    return -1
+
+
 # -- shared output ------------------------------------------------------------------------------
 @kernel
 def _bad(events, ne, line, ls, le, reason, a, b):
@@ -528,6 +570,8 @@ def _write(ts, aid, flags, dc, data, k, t, can_id, ext, fd, err, rtr, dlc, chan,
     dc[1, k] = np.uint8(chan)
     for j in range(nbytes):
         data[k, j] = payload[j]
+    for j in range(nbytes, data.shape[1]):
+        data[k, j] = 0                  # the row may be reused (the readers' per-slice outputs)
 
 
 @kernel
@@ -552,320 +596,748 @@ def _line_end(buf, pos, end):
     return e
 
 
-# -- fast paths -------------------------------------------------------------------------------
-# The usual line of a format in one forward pass. Anything unusual (other whitespace, signs,
-# prefixes, remote/FD/error frames, a field out of range, ...) returns -1 and the line goes
-# through the general path, which follows python-can's rules exactly; so the fast path only
-# decides lines whose result is obvious, and returns the same frame the general path would.
-@kernel
-def _candump_fast(buf, pos, end, ts, aid, flags, dc, data, k):
-    """``(1700000000.123456) can0 1AB#0011223344556677[ R|T]``: returns the next line's start,
-    or -1."""
-    i = pos
-    if i >= end or buf[i] != 40:
-        return np.int64(-1)
-    i += 1
-    mant = np.int64(0)
-    nd = 0
-    while i < end and 48 <= buf[i] <= 57 and nd < 18:
-        mant = mant * 10 + (np.int64(buf[i]) - 48)
-        nd += 1
-        i += 1
-    if nd == 0 or i >= end or buf[i] != 46:
-        return np.int64(-1)
-    i += 1
-    frac = 0
-    while i < end and 48 <= buf[i] <= 57 and nd < 18:
-        mant = mant * 10 + (np.int64(buf[i]) - 48)
-        nd += 1
-        frac += 1
-        i += 1
-    if i + 1 >= end or buf[i] != 41 or buf[i + 1] != 32 or mant > _EXACT:
-        return np.int64(-1)
-    i += 2
-    chan = np.int64(0)
-    c0 = i
-    while i < end and buf[i] > 32:
-        c = buf[i]
-        if 48 <= c <= 57:
-            chan = (chan * 10 + (np.int64(c) - 48)) & 0xFF
-        i += 1
-    if i == c0 or i >= end or buf[i] != 32:
-        return np.int64(-1)
-    i += 1
-    can_id = np.int64(0)
-    i0 = i
-    while i < end and i - i0 < 8:
-        h = _HEXV[buf[i]]
-        if h < 0:
-            break
-        can_id = (can_id << 4) | h
-        i += 1
-    if i == i0 or i >= end or buf[i] != 35:
-        return np.int64(-1)
-    ext = i - i0 > 3
-    if can_id & 0x20000000 and can_id & 0x80:
-        return np.int64(-1)                      # error frame
-    i += 1
-    width = data.shape[1]
-    n = 0
-    while i + 1 < end and n < width:
-        hi = _HEXV[buf[i]]
-        lo = _HEXV[buf[i + 1]]
-        if hi < 0 or lo < 0:
-            break
-        data[k, n] = np.uint8(hi * 16 + lo)
-        n += 1
-        i += 2
-    # end of line, or " R"/" T" (python-can's 4-field form) then the end of line
-    if i < end and buf[i] == 32:
-        if i + 1 >= end or _lower(buf[i + 1]) not in (114, 116):
-            return _fast_undo(data, k, n)
-        i += 2
-    if i < end and buf[i] == 13:
-        i += 1
-    if i < end and buf[i] != 10:
-        return _fast_undo(data, k, n)
-    ts[k] = np.float64(mant) / _POW10[frac]
-    aid[k] = np.uint32(can_id & 0x1FFFFFFF)
-    flags[0, k] = ext
-    flags[1, k] = False
-    flags[2, k] = False
-    flags[3, k] = False
-    dc[0, k] = np.uint8(n)
-    dc[1, k] = np.uint8(chan)
-    return np.int64(i + 1 if i < end else end)
+# -- fast paths: eight bytes at a time -------------------------------------------------------
+# The usual lines of a format are parsed by one run function per format, called once for a run
+# of lines (a call with array arguments costs reference counting; the small helpers it uses take
+# integers or get inlined). Anything unusual (other whitespace, signs, prefixes, remote/FD/error
+# frames, a field out of range, a line near the end of the buffer, ...) leaves the fast path and
+# the line goes through the general path, which follows python-can's rules exactly; so the fast
+# path only decides lines whose result is obvious, and stores the same frame the general path
+# would. It writes nothing until the whole line is checked.
+#
+# Fields are read as little-endian 64-bit words (:func:`_ld8`, eight bytes from any index, first
+# byte lowest) and classified with SWAR masks: bit 7 of each byte of a mask flags the bytes of a
+# class; :func:`_first` is the index of the first flagged byte. A word may extend past the line
+# (only the bytes before the first non-matching one are used) or past ``end``: the fast path runs
+# only for lines starting at least :data:`FAST_REACH` bytes before the end of the array, and
+# gives up when a line gets longer than :data:`FAST_SPAN`. The line's newline must be before
+# ``end``.
+#
+# Speed comes from keeping the CPU's chains of dependent instructions short: the next line's
+# start is found before this line's fields are parsed; ASC and TRC fields are located from a
+# bitmap of the blanks of 64 bytes (``_bits8``, ``_tz``) and then checked independently of each
+# other; a run of blanks is skipped with a branch for the usual one blank, which the CPU
+# predicts, rather than with an index computed from the bytes, which it would have to wait for.
+
+#: A line takes the fast path only if it starts at least this many bytes before the array end.
+FAST_REACH = 512
+#: ... and is at most about this long (longer lines take the general path).
+FAST_SPAN = 384
+
+_U0 = np.uint64(0)
+_U8 = np.uint64(8)
+_L01 = np.uint64(0x0101010101010101)
+_L7F = np.uint64(0x7F7F7F7F7F7F7F7F)
+_L80 = np.uint64(0x8080808080808080)
+_L0F = np.uint64(0x0F0F0F0F0F0F0F0F)
+_L20 = np.uint64(0x2020202020202020)
+_L30 = np.uint64(0x3030303030303030)
+_L09 = np.uint64(0x0909090909090909)
+_L0A = np.uint64(0x0A0A0A0A0A0A0A0A)
+_M_DIGIT_LO = _L01 * np.uint64(127 - 47)     # between "/" and ":"
+_M_DIGIT_HI = _L01 * np.uint64(127 + 58)
+_M_HEXL_LO = _L01 * np.uint64(127 - 96)      # between "`" and "g" (after | 0x20)
+_M_HEXL_HI = _L01 * np.uint64(127 + 103)
+_M_GT32_LO = _L01 * np.uint64(127 - 32)      # above " " (bytes below 128)
+_M_GT32_HI = _L01 * np.uint64(127 + 128)
+_B00FF = np.uint64(0x00FF00FF00FF00FF)
+_B0000FFFF = np.uint64(0x0000FFFF0000FFFF)
+_B000000FF = np.uint64(0x000000FF000000FF)
+_MUL100 = np.uint64(100 + (1000000 << 32))
+_MUL1 = np.uint64(1 + (10000 << 32))
+_U32 = np.uint64(0xFFFFFFFF)
+_U1 = np.uint64(1)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_MOVEMASK = np.uint64(0x0102040810204080)
 
 
 @kernel
-def _fast_undo(data, k, n):
-    """Clear the payload bytes a failed fast path wrote; -1."""
-    for j in range(n):
-        data[k, j] = 0
-    return np.int64(-1)
+def _ld8(buf, i):
+    """The eight bytes at ``buf[i:i + 8]`` as a little-endian word (unsigned indexes: no
+    negative-index wrap, so LLVM makes it one load)."""
+    u = np.uint64(i)
+    return (np.uint64(buf[u]) | (np.uint64(buf[u + np.uint64(1)]) << np.uint64(8))
+            | (np.uint64(buf[u + np.uint64(2)]) << np.uint64(16))
+            | (np.uint64(buf[u + np.uint64(3)]) << np.uint64(24))
+            | (np.uint64(buf[u + np.uint64(4)]) << np.uint64(32))
+            | (np.uint64(buf[u + np.uint64(5)]) << np.uint64(40))
+            | (np.uint64(buf[u + np.uint64(6)]) << np.uint64(48))
+            | (np.uint64(buf[u + np.uint64(7)]) << np.uint64(56)))
 
 
 @kernel
-def _blank(c):
-    return c == 32 or c == 9
+def _between(x, lo, hi):
+    """Bytes b of x with m < b < n (lo = 0x01..01 * (127 - m), hi = 0x01..01 * (127 + n));
+    exact per byte, bytes >= 128 never flagged (the "hasbetween" bit hack)."""
+    t = x & _L7F
+    return (hi - t) & ~x & (t + lo) & _L80
 
 
 @kernel
-def _asc_fast(buf, pos, end, base, ts, aid, flags, dc, data, k):
-    """``   3.098426 1  18EBFF00x       Rx   d 8 01 A0 0F A6 60 3B D1 40  [anything]`` (hex base,
-    classic data frame): returns the next line's start, or -1."""
-    if base != 16:
-        return np.int64(-1)
-    i = pos
-    while i < end and _blank(buf[i]):
-        i += 1
-    mant = np.int64(0)
-    nd = 0
-    while i < end and 48 <= buf[i] <= 57 and nd < 18:
-        mant = mant * 10 + (np.int64(buf[i]) - 48)
-        nd += 1
-        i += 1
-    if nd == 0 or i >= end or buf[i] != 46:
-        return np.int64(-1)
-    i += 1
-    frac = 0
-    while i < end and 48 <= buf[i] <= 57 and nd < 18:
-        mant = mant * 10 + (np.int64(buf[i]) - 48)
-        nd += 1
-        frac += 1
-        i += 1
-    if frac == 0 or i >= end or not _blank(buf[i]) or mant > _EXACT:
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    ch = np.int64(0)
-    i0 = i
-    while i < end and 48 <= buf[i] <= 57 and i - i0 < 6:
-        ch = ch * 10 + (np.int64(buf[i]) - 48)
-        i += 1
-    if i == i0 or i >= end or not _blank(buf[i]):
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    can_id = np.int64(0)
-    i0 = i
-    while i < end and i - i0 < 8:
-        h = _HEXV[buf[i]]
-        if h < 0:
-            break
-        can_id = (can_id << 4) | h
-        i += 1
-    if i == i0 or i >= end:
-        return np.int64(-1)
-    ext = False
-    if buf[i] == 120 or buf[i] == 88:
-        ext = True
-        i += 1
-    if i >= end or not _blank(buf[i]) or can_id > 0x1FFFFFFF:
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    # direction: Rx / Tx, then the frame type token (not "r...": remote frames take the
-    # general path)
-    if i + 2 >= end or _lower(buf[i + 1]) != 120 or not (_lower(buf[i]) == 114
-                                                         or _lower(buf[i]) == 116):
-        return np.int64(-1)
-    i += 2
+def _digit_mask(w):
+    """Bytes "0".."9"."""
+    return _between(w, _M_DIGIT_LO, _M_DIGIT_HI)
+
+
+@kernel
+def _hex_mask(w):
+    """Bytes "0".."9", "A".."F", "a".."f"."""
+    return _between(w, _M_DIGIT_LO, _M_DIGIT_HI) | _between(w | _L20, _M_HEXL_LO, _M_HEXL_HI)
+
+
+@kernel
+def _zero_mask(x):
+    """Zero bytes of x (exact per byte)."""
+    return ~(((x & _L7F) + _L7F) | x) & _L80
+
+
+@kernel
+def _blank_mask(w):
+    """Bytes " " and "\\t"."""
+    return _zero_mask(w ^ _L20) | _zero_mask(w ^ _L09)
+
+
+@kernel
+def _token_mask(w):
+    """Bytes above " " (any byte >= 128 too): the characters of a token."""
+    return _between(w, _M_GT32_LO, _M_GT32_HI) | (w & _L80)
+
+
+@kernel
+def _newline_mask(w):
+    return _zero_mask(w ^ _L0A)
+
+
+@kernel
+def _first(mask):
+    """Index of the first flagged byte of a mask (8 when none)."""
+    if mask == _U0:
+        return np.int64(8)
+    return np.int64(trailing_zeros(mask)) >> 3
+
+
+@kernel
+def _run(mask):
+    """Length of the leading run of flagged bytes (8 when all are)."""
+    return _first(mask ^ _L80)
+
+
+@kernel
+def _bits8(mask):
+    """A byte mask as eight bits: byte j's flag -> bit j."""
+    return ((mask >> np.uint64(7)) * _MOVEMASK) >> np.uint64(56)
+
+
+@kernel
+def _tz(x):
+    """Trailing zero bits of x (64 when x is 0)."""
+    if x == _U0:
+        return np.int64(64)
+    return np.int64(trailing_zeros(x))
+
+
+@kernel
+def _dec8(t):
+    """Value of eight decimal digits t (bytes 0..9, the first most significant)."""
+    t = t * np.uint64(10) + (t >> _U8)
+    t = (((t & _B000000FF) * _MUL100)
+         + (((t >> np.uint64(16)) & _B000000FF) * _MUL1)) >> np.uint64(32)
+    return np.int64(t)
+
+
+@kernel
+def _dec_lead(w, c):
+    """Value of the first c (1..8) bytes of w, decimal digits."""
+    return _dec8((w ^ _L30) << np.uint64(64 - 8 * c))
+
+
+@kernel
+def _digits16(w, w2):
+    """The decimal digits at the start of the 16 bytes w, w2: (count, value); count 17 when all
+    16 bytes are digits (a longer number: not handled here)."""
+    c = _run(_digit_mask(w))
+    if c < 8:
+        if c == 0:
+            return np.int64(0), np.int64(0)
+        return c, _dec_lead(w, c)
+    c2 = _run(_digit_mask(w2))
+    if c2 == 8:
+        return np.int64(17), np.int64(0)
+    hi = _dec8(w ^ _L30)
+    if c2 == 0:
+        return np.int64(8), hi
+    return 8 + c2, hi * _IPOW10[c2] + _dec_lead(w2, c2)
+
+
+@kernel
+def _nibbles(w):
+    """Per byte: the value of a hex digit byte."""
+    return (w & _L0F) + ((w >> np.uint64(6)) & _L01) * np.uint64(9)
+
+
+@kernel
+def _hex_lead(w, c):
+    """Value of the first c (1..8) bytes of w, hex digits."""
+    n = _nibbles(w) << np.uint64(64 - 8 * c)
+    n = ((n << np.uint64(4)) | (n >> _U8)) & _B00FF
+    n = ((n << _U8) | (n >> np.uint64(16))) & _B0000FFFF
+    return np.int64(((n & np.uint64(0xFFFF)) << np.uint64(16)) | (n >> np.uint64(32)))
+
+
+@kernel
+def _hex_bytes4(w):
+    """Eight hex digits -> four bytes (the first pair lowest)."""
+    n = _nibbles(w)
+    p = ((n << np.uint64(4)) | (n >> _U8)) & _B00FF
+    p = (p | (p >> _U8)) & _B0000FFFF
+    return (p | (p >> np.uint64(16))) & _U32
+
+
+@kernel
+def _store8(data, k, pay):
+    """Payload bytes 0..7 of row k (unsigned indexes: one store), zeros after them."""
+    u = np.uint64(k)
+    for j in range(8):
+        data[u, np.uint64(j)] = np.uint8((pay >> np.uint64(8 * j)) & np.uint64(255))
+    for j in range(8, data.shape[1]):
+        data[u, np.uint64(j)] = 0       # a 64-byte row may be reused
+
+
+@kernel
+def _skip_blanks(buf, i, lim):
+    """The index of the first byte from i that is not " " or "\\t" (a value above ``lim``: the
+    run goes on past it). No blank and one blank are tested first: a predicted branch lets the
+    CPU run ahead, where an index computed from the bytes would make it wait for them."""
     if not _blank(buf[i]):
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    if i >= end or _lower(buf[i]) == 114:
-        return np.int64(-1)
-    while i < end and buf[i] > 32:
-        i += 1
-    if i >= end or not _blank(buf[i]):
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    if i >= end:
-        return np.int64(-1)
-    code = _HEXV[buf[i]]
+        return i
     i += 1
-    if code < 0 or (i < end and not _SPLIT_WS[buf[i]]):
-        return np.int64(-1)
-    dlc = _DLC2LEN[code]
-    n = min(dlc, 8)
-    for j in range(n):
-        if i >= end or not _blank(buf[i]):
-            return _fast_undo(data, k, j)
-        while i < end and _blank(buf[i]):
-            i += 1
-        if i + 1 >= end:
-            return _fast_undo(data, k, j)
-        hi = _HEXV[buf[i]]
-        lo = _HEXV[buf[i + 1]]
-        if hi < 0 or lo < 0 or (i + 2 < end and not _SPLIT_WS[buf[i + 2]]):
-            return _fast_undo(data, k, j)
-        data[k, j] = np.uint8(hi * 16 + lo)
-        i += 2
-    while i < end and buf[i] != 10:
-        i += 1
-    ts[k] = np.float64(mant) / _POW10[frac]
-    aid[k] = np.uint32(can_id)
-    flags[0, k] = ext
-    flags[1, k] = False
-    flags[2, k] = False
-    flags[3, k] = False
-    dc[0, k] = np.uint8(dlc)
-    dc[1, k] = np.uint8((ch - 1) & 0xFF) if ch > 0 else np.uint8(0)
-    return np.int64(i + 1 if i < end else end)
+    if not _blank(buf[i]):
+        return i
+    while True:
+        c = _run(_blank_mask(_ld8(buf, i)))
+        i += c
+        if c < 8 or i > lim:
+            return i
 
 
 @kernel
-def _trc_fast(buf, pos, end, start_time, ts, aid, flags, dc, data, k):
-    """A TRC 2.x ``DT`` line in python-can's and PEAK's column order N,O,T,B,I,d,R,L,D:
-    ``      1     17535.400 DT 1  00000100 Tx -  8    00 01 02 03 04 05 06 07``; returns the next
-    line's start, or -1. (The caller checks the column layout.)"""
-    i = pos
-    while i < end and _blank(buf[i]):
-        i += 1
-    i0 = i
-    while i < end and 48 <= buf[i] <= 57:
-        i += 1
-    if i == i0 or i >= end or not _blank(buf[i]):
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    mant = np.int64(0)
-    nd = 0
-    while i < end and 48 <= buf[i] <= 57 and nd < 18:
-        mant = mant * 10 + (np.int64(buf[i]) - 48)
-        nd += 1
-        i += 1
-    if nd == 0 or i >= end or buf[i] != 46:
-        return np.int64(-1)
-    i += 1
-    frac = 0
-    while i < end and 48 <= buf[i] <= 57 and nd < 18:
-        mant = mant * 10 + (np.int64(buf[i]) - 48)
-        nd += 1
-        frac += 1
-        i += 1
-    if i + 3 >= end or not _blank(buf[i]) or mant > _EXACT:
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    if i + 2 >= end or buf[i] != 68 or buf[i + 1] != 84 or not _blank(buf[i + 2]):
-        return np.int64(-1)                       # "DT"
-    i += 2
-    while i < end and _blank(buf[i]):
-        i += 1
-    bus = np.int64(0)
-    i0 = i
-    while i < end and 48 <= buf[i] <= 57 and i - i0 < 6:
-        bus = bus * 10 + (np.int64(buf[i]) - 48)
-        i += 1
-    if i == i0 or i >= end or not _blank(buf[i]):
-        return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    can_id = np.int64(0)
-    i0 = i
-    while i < end and i - i0 < 8:
-        h = _HEXV[buf[i]]
-        if h < 0:
-            break
-        can_id = (can_id << 4) | h
-        i += 1
-    ext = i - i0 > 4
-    if i == i0 or i >= end or not _blank(buf[i]) or can_id > 0x1FFFFFFF:
-        return np.int64(-1)
-    for _col in range(2):                         # d (Rx/Tx) and R: any token
-        while i < end and _blank(buf[i]):
-            i += 1
-        i0 = i
-        while i < end and buf[i] > 32:
-            i += 1
-        if i == i0 or i >= end or not _blank(buf[i]):
-            return np.int64(-1)
-    while i < end and _blank(buf[i]):
-        i += 1
-    if i >= end or not 48 <= buf[i] <= 57:
-        return np.int64(-1)
-    dlc = np.int64(buf[i]) - 48
-    i += 1
-    if dlc > 8 or (i < end and not _SPLIT_WS[buf[i]]):
-        return np.int64(-1)
-    n = 0
-    if dlc:
-        while True:
-            while i < end and _blank(buf[i]):
-                i += 1
-            if i >= end or buf[i] == 10 or buf[i] == 13:
+def _skip_digits(buf, i, lim):
+    while True:
+        c = _run(_digit_mask(_ld8(buf, i)))
+        i += c
+        if c < 8 or i > lim:
+            return i
+
+
+@kernel
+def _skip_token(buf, i, lim):
+    """The end of the run of bytes above " " from i (a value above ``lim``: longer)."""
+    while True:
+        c = _run(_token_mask(_ld8(buf, i)))
+        i += c
+        if c < 8 or i > lim:
+            return i
+
+
+@kernel
+def _find_newline(buf, i, lim):
+    """The index of the first "\\n" from i (a value above ``lim``: not found before it)."""
+    while True:
+        m = _newline_mask(_ld8(buf, i))
+        if m != _U0:
+            return i + _first(m)
+        i += 8
+        if i > lim:
+            return i
+
+
+@kernel
+def _candump_run(buf, pos, end, ts, aid, flags, dc, data, k):
+    """Fast path: the usual lines ``(1700000000.123456) can0 1AB#0011223344556677[ R|T]`` from
+    ``pos`` on, while there is room; returns (position of the first other line, k)."""
+    cap = ts.shape[0]
+    fast_end = min(buf.shape[0] - FAST_REACH, end - 1)
+    while k < cap and pos <= fast_end:
+        fi = pos
+        if buf[fi] != 40:
+            return pos, k
+        fi += 1
+        ci, vi = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))
+        if ci == 0 or ci > 16:
+            return pos, k
+        fi += ci
+        if buf[fi] != 46:
+            return pos, k
+        fi += 1
+        cf, vf = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))
+        if cf > 16 or ci + cf > 17:
+            return pos, k
+        fi += cf
+        mant = vi * _IPOW10[cf] + vf
+        if buf[fi] != 41 or buf[fi + 1] != 32 or mant > _EXACT:
+            return pos, k
+        fi += 2
+        fc = _run(_token_mask(_ld8(buf, fi)))          # channel name
+        if fc == 0 or fc == 8 or buf[fi + fc] != 32:
+            return pos, k
+        fchan = np.int64(0)
+        for p in range(fi, fi + fc):
+            d = np.int64(buf[p]) - 48
+            if 0 <= d <= 9:
+                fchan = (fchan * 10 + d) & 0xFF
+        fi += fc + 1
+        fw = _ld8(buf, fi)                              # id#
+        fc = _run(_hex_mask(fw))
+        if fc == 0 or buf[fi + fc] != 35:
+            return pos, k
+        fid = _hex_lead(fw, fc)
+        if fid & 0x20000000 and fid & 0x80:
+            return pos, k                               # error frame
+        fext = fc > 3
+        fi += fc + 1
+        fw = _ld8(buf, fi)                              # data: 0..16 hex digits
+        fc = _run(_hex_mask(fw))
+        if fc & 1:
+            return pos, k
+        fpay = _hex_bytes4(fw)
+        if fc == 8:
+            fw = _ld8(buf, fi + 8)
+            fc2 = _run(_hex_mask(fw))
+            if fc2 & 1:
+                return pos, k
+            fpay |= (_hex_bytes4(fw) & ((_U1 << np.uint64(4 * fc2)) - _U1)) << np.uint64(32)
+            fc += fc2
+        else:
+            fpay &= (_U1 << np.uint64(4 * fc)) - _U1
+        fi += fc
+        fb = np.int64(buf[fi])
+        if fb == 32:                                    # " R" / " T"
+            fb = np.int64(buf[fi + 1]) | 32
+            if fb != 114 and fb != 116:
+                return pos, k
+            fi += 2
+            fb = np.int64(buf[fi])
+        if fb == 13:
+            fi += 1
+            fb = np.int64(buf[fi])
+        if fb != 10 or fi >= end:
+            return pos, k
+        ts[k] = np.float64(mant) / _POW10[cf]
+        aid[k] = np.uint32(fid & 0x1FFFFFFF)
+        flags[0, k] = fext
+        flags[1, k] = False
+        flags[2, k] = False
+        flags[3, k] = False
+        dc[0, k] = np.uint8(fc >> 1)
+        dc[1, k] = np.uint8(fchan)
+        _store8(data, k, fpay)
+        k += 1
+        pos = fi + 1
+    return pos, k
+
+
+@kernel
+def _asc_run(buf, pos, end, ts, aid, flags, dc, data, k):
+    """Fast path (hex base): the usual classic data frame lines
+    ``   3.098426 1  18EBFF00x       Rx   d 8 01 A0 0F A6 60 3B D1 40  [anything]`` from ``pos``
+    on, while there is room; returns (position of the first other line, k)."""
+    cap = ts.shape[0]
+    fast_end = min(buf.shape[0] - FAST_REACH, end - 1)
+    while k < cap and pos <= fast_end:
+        lim = pos + FAST_SPAN
+        le = _find_newline(buf, pos, lim)           # the next line's start does not wait for
+        if le > lim or le >= end:                   # this line's fields
+            return pos, k
+        fi = _skip_blanks(buf, pos, lim)
+        # 1. The fields lie in the 64 bytes from the first non-blank: the token bounds come from
+        # a bitmap of the blanks, and the fields are checked and parsed independently of each
+        # other (the CPU overlaps them).
+        got = False
+        mant = cf = ch = fid = dlc = np.int64(0)
+        fext = False
+        fpay = _U0
+        while fi <= lim:                    # once; break = go on with 2.
+            nl = le - fi
+            bl = _U0
+            for j in range(8):
+                bl |= _bits8(_blank_mask(_ld8(buf, fi + 8 * j))) << np.uint64(8 * j)
+            nb = ~bl & ((_U1 << np.uint64(nl)) - _U1 if nl < 64 else _ONES)
+            starts = nb & ~(nb << _U1)      # first byte of each token
+            ends = (nb << _U1) & ~nb        # first byte after each token
+            s0 = _tz(starts)
+            starts &= starts - _U1
+            e0 = _tz(ends)
+            ends &= ends - _U1
+            s1 = _tz(starts)
+            starts &= starts - _U1
+            e1 = _tz(ends)
+            ends &= ends - _U1
+            s2 = _tz(starts)
+            starts &= starts - _U1
+            e2 = _tz(ends)
+            ends &= ends - _U1
+            s3 = _tz(starts)
+            starts &= starts - _U1
+            e3 = _tz(ends)
+            ends &= ends - _U1
+            s4 = _tz(starts)
+            starts &= starts - _U1
+            e4 = _tz(ends)
+            ends &= ends - _U1
+            s5 = _tz(starts)
+            starts &= starts - _U1
+            e5 = _tz(ends)
+            if e5 >= 64:
                 break
-            if i + 1 >= end or n >= dlc:
-                return _fast_undo(data, k, n)
-            hi = _HEXV[buf[i]]
-            lo = _HEXV[buf[i + 1]]
-            if hi < 0 or lo < 0:
-                return _fast_undo(data, k, n)
-            data[k, n] = np.uint8(hi * 16 + lo)
-            n += 1
-            i += 2
-        if n != dlc:
-            return _fast_undo(data, k, n)
-    else:
-        while i < end and _blank(buf[i]):
-            i += 1
-    if i < end and buf[i] == 13:
-        i += 1
-    if i < end and buf[i] != 10:
-        return _fast_undo(data, k, n)
-    ts[k] = np.float64(mant) / _POW10[frac] / 1000.0 + start_time
-    aid[k] = np.uint32(can_id)
-    flags[0, k] = ext
-    flags[1, k] = False
-    flags[2, k] = False
-    flags[3, k] = False
-    dc[0, k] = np.uint8(dlc)
-    dc[1, k] = np.uint8((bus - 1) & 0xFF) if bus > 0 else np.uint8(0)
-    return np.int64(i + 1 if i < end else end)
+            a0 = fi + s0                                            # time: digits.digits
+            ci, vi = _digits16(_ld8(buf, a0), _ld8(buf, a0 + 8))
+            if ci == 0 or ci > 16 or buf[a0 + ci] != 46:
+                break
+            a0 += ci + 1
+            cf, vf = _digits16(_ld8(buf, a0), _ld8(buf, a0 + 8))
+            mant = vi * _IPOW10[cf] + vf
+            if cf == 0 or ci + cf > 17 or a0 + cf != fi + e0 or mant > _EXACT:
+                break
+            n1 = e1 - s1                                            # channel: 1..6 digits
+            fw = _ld8(buf, fi + s1)
+            if n1 > 6 or _run(_digit_mask(fw)) < n1:
+                break
+            ch = _dec_lead(fw, n1)
+            n2 = e2 - s2                                            # id[x]
+            fext = (np.int64(buf[fi + e2 - 1]) | 32) == 120
+            if fext:
+                n2 -= 1
+            fw = _ld8(buf, fi + s2)
+            if n2 == 0 or n2 > 8 or _run(_hex_mask(fw)) < n2:
+                break
+            fid = _hex_lead(fw, n2)
+            fb = np.int64(buf[fi + s3]) | 32                        # Rx / Tx; type (not r...)
+            n4 = e4 - s4
+            if (e3 - s3 != 2 or (fb != 114 and fb != 116)
+                    or (np.int64(buf[fi + s3 + 1]) | 32) != 120 or fid > 0x1FFFFFFF
+                    or (np.int64(buf[fi + s4]) | 32) == 114 or n4 > 8
+                    or _run(_token_mask(_ld8(buf, fi + s4))) < n4):
+                break
+            code = _HEXV[buf[fi + s5]]                              # DLC: one hex digit
+            if code < 0 or not _SPLIT_WS[buf[fi + s5 + 1]]:
+                break
+            dlc = _DLC2LEN[code]
+            n = min(dlc, 8)
+            if n > 0 and e5 - s5 != 1:
+                break
+            fpay = _U0
+            ok = True
+            for j in range(n):                                      # " XX" per byte
+                q = fi + _tz(starts)
+                starts &= starts - _U1
+                hi = _HEXV[buf[q]]
+                lo = _HEXV[buf[q + 1]]
+                if (q >= fi + 64 or hi < 0 or lo < 0 or not _SPLIT_WS[buf[q + 2]]
+                        or (j < n - 1 and not _blank(buf[q + 2]))):
+                    ok = False
+                    break
+                fpay |= np.uint64(hi * 16 + lo) << np.uint64(8 * j)
+            got = ok
+            break
+        if got:
+            ts[k] = np.float64(mant) / _POW10[cf]
+            aid[k] = np.uint32(fid)
+            flags[0, k] = fext
+            flags[1, k] = False
+            flags[2, k] = False
+            flags[3, k] = False
+            dc[0, k] = np.uint8(dlc)
+            dc[1, k] = np.uint8((ch - 1) & 0xFF) if ch > 0 else np.uint8(0)
+            _store8(data, k, fpay)
+            k += 1
+            pos = le + 1
+            continue
+        # 2. Field after field (a long line, or one to give up on).
+        ci, vi = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))       # time
+        if ci == 0 or ci > 16:
+            return pos, k
+        fi += ci
+        if buf[fi] != 46:
+            return pos, k
+        fi += 1
+        cf, vf = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))
+        if cf == 0 or cf > 16 or ci + cf > 17:
+            return pos, k
+        fi += cf
+        mant = vi * _IPOW10[cf] + vf
+        if mant > _EXACT or not _blank(buf[fi]):
+            return pos, k
+        fi = _skip_blanks(buf, fi, lim)
+        cc, ch = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))      # channel
+        if cc == 0 or cc > 6:
+            return pos, k
+        fi += cc
+        if not _blank(buf[fi]):
+            return pos, k
+        fi = _skip_blanks(buf, fi, lim)
+        fw = _ld8(buf, fi)                                          # id[x]
+        fc = _run(_hex_mask(fw))
+        if fc == 0 or fi > lim:
+            return pos, k
+        fid = _hex_lead(fw, fc)
+        fi += fc
+        fext = buf[fi] == 120 or buf[fi] == 88
+        if fext:
+            fi += 1
+        if not _blank(buf[fi]) or fid > 0x1FFFFFFF:
+            return pos, k
+        fi = _skip_blanks(buf, fi, lim)                             # Rx / Tx
+        fb = np.int64(buf[fi]) | 32
+        if ((fb != 114 and fb != 116) or (np.int64(buf[fi + 1]) | 32) != 120
+                or not _blank(buf[fi + 2]) or fi > lim):
+            return pos, k
+        fi = _skip_blanks(buf, fi + 2, lim)                         # frame type, not r...
+        if (np.int64(buf[fi]) | 32) == 114:
+            return pos, k
+        fe = _skip_token(buf, fi, lim)
+        if fe == fi or fe > lim or not _blank(buf[fe]):
+            return pos, k
+        fi = _skip_blanks(buf, fe, lim)                             # DLC: one hex digit
+        code = _HEXV[buf[fi]]
+        fi += 1
+        if code < 0 or not _SPLIT_WS[buf[fi]] or fi > lim:
+            return pos, k
+        dlc = _DLC2LEN[code]
+        fpay = _U0
+        for j in range(min(dlc, 8)):                                # " XX" per byte
+            if not _blank(buf[fi]):
+                return pos, k
+            fi += 1
+            if _blank(buf[fi]):
+                fi = _skip_blanks(buf, fi, lim)
+            hi = _HEXV[buf[fi]]
+            lo = _HEXV[buf[fi + 1]]
+            if hi < 0 or lo < 0 or not _SPLIT_WS[buf[fi + 2]] or fi > lim:
+                return pos, k
+            fpay |= np.uint64(hi * 16 + lo) << np.uint64(8 * j)
+            fi += 2
+        # the rest of the line: anything (the fields stopped at or before its newline)
+        ts[k] = np.float64(mant) / _POW10[cf]
+        aid[k] = np.uint32(fid)
+        flags[0, k] = fext
+        flags[1, k] = False
+        flags[2, k] = False
+        flags[3, k] = False
+        dc[0, k] = np.uint8(dlc)
+        dc[1, k] = np.uint8((ch - 1) & 0xFF) if ch > 0 else np.uint8(0)
+        _store8(data, k, fpay)
+        k += 1
+        pos = le + 1
+    return pos, k
+
+
+@kernel
+def _trc_run(buf, pos, end, start_time, ts, aid, flags, dc, data, k):
+    """Fast path: TRC 2.x ``DT`` lines in python-can's and PEAK's column order N,O,T,B,I,d,R,L,D
+    ``      1     17535.400 DT 1  00000100 Tx -  8    00 01 02 03 04 05 06 07`` from ``pos``
+    on, while there is room; returns (position of the first other line, k). (The caller checks
+    the column layout.)"""
+    cap = ts.shape[0]
+    fast_end = min(buf.shape[0] - FAST_REACH, end - 1)
+    while k < cap and pos <= fast_end:
+        lim = pos + FAST_SPAN
+        le = _find_newline(buf, pos, lim)           # the next line's start does not wait for
+        if le > lim or le >= end:                   # this line's fields
+            return pos, k
+        fi = _skip_blanks(buf, pos, lim)
+        fe = _skip_digits(buf, fi, lim)                             # N
+        if fe == fi or fe > lim or not _blank(buf[fe]):
+            return pos, k
+        fi = _skip_blanks(buf, fe, lim)
+        # 1. The fields from O on lie in 64 bytes: token bounds from a bitmap of the blanks (see
+        # _asc_run).
+        got = False
+        mant = cf = bus = fid = dlc = np.int64(0)
+        fext = False
+        fpay = _U0
+        while fi <= lim:                    # once; break = go on with 2.
+            nl = le - fi
+            bl = _U0
+            for j in range(8):
+                bl |= _bits8(_blank_mask(_ld8(buf, fi + 8 * j))) << np.uint64(8 * j)
+            nb = ~bl & ((_U1 << np.uint64(nl)) - _U1 if nl < 64 else _ONES)
+            starts = nb & ~(nb << _U1)
+            ends = (nb << _U1) & ~nb
+            s0 = _tz(starts)
+            starts &= starts - _U1
+            e0 = _tz(ends)
+            ends &= ends - _U1
+            s1 = _tz(starts)
+            starts &= starts - _U1
+            e1 = _tz(ends)
+            ends &= ends - _U1
+            s2 = _tz(starts)
+            starts &= starts - _U1
+            e2 = _tz(ends)
+            ends &= ends - _U1
+            s3 = _tz(starts)
+            starts &= starts - _U1
+            e3 = _tz(ends)
+            ends &= ends - _U1
+            s4 = _tz(starts)
+            starts &= starts - _U1
+            e4 = _tz(ends)
+            ends &= ends - _U1
+            s5 = _tz(starts)
+            starts &= starts - _U1
+            e5 = _tz(ends)
+            ends &= ends - _U1
+            s6 = _tz(starts)
+            starts &= starts - _U1
+            e6 = _tz(ends)
+            if e6 >= 64:
+                break
+            a0 = fi + s0                                            # O (ms): digits.[digits]
+            ci, vi = _digits16(_ld8(buf, a0), _ld8(buf, a0 + 8))
+            if ci == 0 or ci > 16 or buf[a0 + ci] != 46:
+                break
+            a0 += ci + 1
+            cf, vf = _digits16(_ld8(buf, a0), _ld8(buf, a0 + 8))
+            mant = vi * _IPOW10[cf] + vf
+            if ci + cf > 17 or a0 + cf != fi + e0 or mant > _EXACT:
+                break
+            n2 = e2 - s2                                            # B: 1..6 digits
+            fw = _ld8(buf, fi + s2)
+            if n2 > 6 or _run(_digit_mask(fw)) < n2:
+                break
+            bus = _dec_lead(fw, n2)
+            n3 = e3 - s3                                            # I: 1..8 hex digits
+            fw = _ld8(buf, fi + s3)
+            if n3 > 8 or _run(_hex_mask(fw)) < n3:
+                break
+            fid = _hex_lead(fw, n3)
+            fext = n3 > 4
+            n4 = e4 - s4                                            # T = DT; d and R: tokens
+            n5 = e5 - s5
+            dlc = np.int64(buf[fi + s6]) - 48                       # L: 0..8
+            if (e1 - s1 != 2 or buf[fi + s1] != 68 or buf[fi + s1 + 1] != 84
+                    or fid > 0x1FFFFFFF or n4 > 8 or n5 > 8
+                    or _run(_token_mask(_ld8(buf, fi + s4))) < n4
+                    or _run(_token_mask(_ld8(buf, fi + s5))) < n5
+                    or dlc < 0 or dlc > 8 or not _SPLIT_WS[buf[fi + s6 + 1]]
+                    or (dlc > 0 and e6 - s6 != 1)):
+                break
+            fpay = _U0
+            t = fi + s6 + 1
+            ok = True
+            for j in range(dlc):                                    # D: " XX" per byte
+                q = fi + _tz(starts)
+                starts &= starts - _U1
+                hi = _HEXV[buf[q]]
+                lo = _HEXV[buf[q + 1]]
+                t = q + 2
+                c = buf[t]
+                if (q >= fi + 64 or hi < 0 or lo < 0
+                        or not (_blank(c) or (j == dlc - 1 and (c == 13 or c == 10)))):
+                    ok = False
+                    break
+                fpay |= np.uint64(hi * 16 + lo) << np.uint64(8 * j)
+            t = _skip_blanks(buf, t, lim)                           # then blanks, [\r] \n
+            if buf[t] == 13:
+                t += 1
+            got = ok and t == le
+            break
+        if got:
+            ts[k] = np.float64(mant) / _POW10[cf] / 1000.0 + start_time
+            aid[k] = np.uint32(fid)
+            flags[0, k] = fext
+            flags[1, k] = False
+            flags[2, k] = False
+            flags[3, k] = False
+            dc[0, k] = np.uint8(dlc)
+            dc[1, k] = np.uint8((bus - 1) & 0xFF) if bus > 0 else np.uint8(0)
+            _store8(data, k, fpay)
+            k += 1
+            pos = le + 1
+            continue
+        # 2. Field after field (a long line, or one to give up on).
+        ci, vi = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))       # O (ms)
+        if ci == 0 or ci > 16:
+            return pos, k
+        fi += ci
+        if buf[fi] != 46:
+            return pos, k
+        fi += 1
+        cf, vf = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))
+        if cf > 16 or ci + cf > 17:
+            return pos, k
+        fi += cf
+        mant = vi * _IPOW10[cf] + vf
+        if mant > _EXACT or not _blank(buf[fi]):
+            return pos, k
+        fi = _skip_blanks(buf, fi, lim)                             # T: DT
+        if buf[fi] != 68 or buf[fi + 1] != 84 or not _blank(buf[fi + 2]) or fi > lim:
+            return pos, k
+        fi = _skip_blanks(buf, fi + 2, lim)
+        cb, bus = _digits16(_ld8(buf, fi), _ld8(buf, fi + 8))     # B
+        if cb == 0 or cb > 6:
+            return pos, k
+        fi += cb
+        if not _blank(buf[fi]):
+            return pos, k
+        fi = _skip_blanks(buf, fi, lim)                             # I
+        fw = _ld8(buf, fi)
+        fc = _run(_hex_mask(fw))
+        if fc == 0 or fi > lim:
+            return pos, k
+        fid = _hex_lead(fw, fc)
+        fi += fc
+        if not _blank(buf[fi]) or fid > 0x1FFFFFFF:
+            return pos, k
+        fext = fc > 4
+        for _col in range(2):                                       # d (Rx/Tx) and R: any token
+            fi = _skip_blanks(buf, fi, lim)
+            fe = _skip_token(buf, fi, lim)
+            if fe == fi or fe > lim or not _blank(buf[fe]):
+                return pos, k
+            fi = fe
+        fi = _skip_blanks(buf, fi, lim)                             # L: 0..8
+        dlc = np.int64(buf[fi]) - 48
+        fi += 1
+        if dlc < 0 or dlc > 8 or not _SPLIT_WS[buf[fi]] or fi > lim:
+            return pos, k
+        fpay = _U0
+        n = 0
+        if dlc:                                                     # D: hex pairs, blanks between
+            while True:
+                fi = _skip_blanks(buf, fi, lim)
+                fb = buf[fi]
+                if fb == 10 or fb == 13 or fi > lim:
+                    break
+                if n >= dlc:
+                    return pos, k
+                hi = _HEXV[fb]
+                lo = _HEXV[buf[fi + 1]]
+                if hi < 0 or lo < 0:
+                    return pos, k
+                fpay |= np.uint64(hi * 16 + lo) << np.uint64(8 * n)
+                n += 1
+                fi += 2
+            if n != dlc:
+                return pos, k
+        else:
+            fi = _skip_blanks(buf, fi, lim)
+        if buf[fi] == 13:
+            fi += 1
+        if fi != le:
+            return pos, k
+        ts[k] = np.float64(mant) / _POW10[cf] / 1000.0 + start_time
+        aid[k] = np.uint32(fid)
+        flags[0, k] = fext
+        flags[1, k] = False
+        flags[2, k] = False
+        flags[3, k] = False
+        dc[0, k] = np.uint8(dlc)
+        dc[1, k] = np.uint8((bus - 1) & 0xFF) if bus > 0 else np.uint8(0)
+        _store8(data, k, fpay)
+        k += 1
+        pos = le + 1
+    return pos, k
 
 
 # -- candump -L -----------------------------------------------------------------------------------
@@ -882,18 +1354,28 @@ def scan_candump(buf, end, fparams, iparams, ts, aid, flags, dc, data, events, s
     ignored = state[S_IGNORED]
     line = state[S_LINE]
     payload = np.zeros(72, np.uint8)
+    fast_end = buf.shape[0] - FAST_REACH
+    fails = np.int64(0)
+    backoff = np.int64(0)
     status = DONE
     while pos < end:
         if ne + 2 > max_events:
             status = EVENTS_FULL
             break
-        if k < cap:
-            fast = _candump_fast(buf, pos, end, ts, aid, flags, dc, data, k)
-            if fast >= 0:
-                k += 1
-                pos = fast
-                line += 1
-                continue
+        if k < cap and pos <= fast_end and backoff == 0:
+            pos0 = pos
+            pos, k1 = _candump_run(buf, pos, end, ts, aid, flags, dc, data, k)
+            line += k1 - k
+            k = k1
+            if pos > pos0:
+                fails = 0
+            else:                               # unusual lines: try the fast path less often
+                fails = min(2 * fails + 1, 64)
+                backoff = fails
+            if pos >= end:
+                break
+        elif backoff > 0:
+            backoff -= 1
         le = _line_end(buf, pos, end)
         nxt = le + 1 if le < end else end
         s = _skip_split(buf, pos, le)
@@ -1175,18 +1657,28 @@ def scan_asc(buf, end, fparams, iparams, ts, aid, flags, dc, data, events, state
     ignored = state[S_IGNORED]
     line = state[S_LINE]
     payload = np.zeros(72, np.uint8)
+    fast_end = buf.shape[0] - FAST_REACH if base == 16 else -1
+    fails = np.int64(0)
+    backoff = np.int64(0)
     status = DONE
     while pos < end:
         if ne + 2 > max_events:
             status = EVENTS_FULL
             break
-        if k < cap:
-            fast = _asc_fast(buf, pos, end, base, ts, aid, flags, dc, data, k)
-            if fast >= 0:
-                k += 1
-                pos = fast
-                line += 1
-                continue
+        if k < cap and pos <= fast_end and backoff == 0:
+            pos0 = pos
+            pos, k1 = _asc_run(buf, pos, end, ts, aid, flags, dc, data, k)
+            line += k1 - k
+            k = k1
+            if pos > pos0:
+                fails = 0
+            else:                               # unusual lines: try the fast path less often
+                fails = min(2 * fails + 1, 64)
+                backoff = fails
+            if pos >= end:
+                break
+        elif backoff > 0:
+            backoff -= 1
         le = _line_end(buf, pos, end)
         nxt = le + 1 if le < end else end
         s = _skip_split(buf, pos, le)
@@ -1423,18 +1915,28 @@ def scan_trc(buf, end, fparams, iparams, ts, aid, flags, dc, data, events, state
     payload = np.zeros(72, np.uint8)
     starts = np.zeros(80, np.int64)
     ends = np.zeros(80, np.int64)
+    fast_end = buf.shape[0] - FAST_REACH if fast_ok else -1
+    fails = np.int64(0)
+    backoff = np.int64(0)
     status = DONE
     while pos < end:
         if ne + 2 > max_events:
             status = EVENTS_FULL
             break
-        if fast_ok and k < cap:
-            fast = _trc_fast(buf, pos, end, start_time, ts, aid, flags, dc, data, k)
-            if fast >= 0:
-                k += 1
-                pos = fast
-                line += 1
-                continue
+        if k < cap and pos <= fast_end and backoff == 0:
+            pos0 = pos
+            pos, k1 = _trc_run(buf, pos, end, start_time, ts, aid, flags, dc, data, k)
+            line += k1 - k
+            k = k1
+            if pos > pos0:
+                fails = 0
+            else:                               # unusual lines: try the fast path less often
+                fails = min(2 * fails + 1, 64)
+                backoff = fails
+            if pos >= end:
+                break
+        elif backoff > 0:
+            backoff -= 1
         le = _line_end(buf, pos, end)
         nxt = le + 1 if le < end else end
         s = _skip_split(buf, pos, le)
