@@ -46,7 +46,9 @@ ROOT = HERE.parent
 
 #: Small arguments for ``--quick`` (a whole quick run takes a couple of minutes on 2 cores).
 QUICK_ARGS = {
-    "bench_io": ["--frames", "200000", "--pc-frames", "20000"],
+    "bench_io": ["--duration-s", "900", "--pc-frames", "20000", "--repeat", "2"],
+    "bench_e2e": ["--duration-s", "900", "--repeat", "2", "--cold-runs", "2"],
+    "bench_store": ["--repeat", "2"],
     "bench_decode": ["--cantools-frames", "5000", "--only", "pack96-1h", "foxbms"],
     "bench_simulate": ["--duration-s", "900", "--repeat", "1"],
     "bench_estimate": ["--duration-s", "900", "--repeat", "1", "--baseline-rows", "5000"],
@@ -197,23 +199,36 @@ def row_where(table: dict, *needles: str) -> list | None:
 # README rows from the known benchmarks
 # ------------------------------------------------------------------------------------------------
 def readme_io(res: dict) -> list[dict]:
-    t = find_table(res, "workload", "frames/s")
-    if t is None:
-        return []
-    c = column(t, "frames/s")
+    """bench_io: one row per format (frames/s against python-can's reader, peak RSS), the BLF
+    reader against the inflate-only floor, and the BLF writer against python-can's."""
     rows = []
-    ours, peer = row_where(t, "packbms read_log"), row_where(t, "BLFReader")
-    if ours and peer:
-        a, b = number(ours[c]), number(peer[c])
-        rows.append(dict(what="read BLF (frames/s)", packbms=rate(a, "frames/s"),
-                         peer=f"python-can BLFReader {rate(b, 'frames/s')}",
-                         ratio=f"{a / b:.2g}x", command=res["command"]))
-    ours, peer = row_where(t, "write_log", "zlib 1"), row_where(t, "BLFWriter incl")
-    if ours and peer:
-        a, b = number(ours[c]), number(peer[c])
-        rows.append(dict(what="write BLF (frames/s)", packbms=rate(a, "frames/s"),
-                         peer=f"python-can BLFWriter {rate(b, 'frames/s')}",
-                         ratio=f"{a / b:.2g}x", command=res["command"]))
+    t = find_table(res, "format", "python-can frames/s", "packbms frames/s")
+    if t is not None:
+        cp, cn = column(t, "python-can frames/s"), column(t, "packbms frames/s")
+        mem = column(t, "packbms peak RSS")
+        for r in t["rows"]:
+            a, b = number(r[cn]), number(r[cp])
+            rows.append(dict(what=f"read {r[0].upper()} (frames/s)",
+                             packbms=f"{rate(a, 'frames/s')}; peak RSS {r[mem]} MB",
+                             peer=f"python-can {rate(b, 'frames/s')}",
+                             ratio=f"{a / b:,.0f}x", command=res["command"]))
+    f = find_table(res, "inflater", "% of floor")
+    if f is not None:
+        ci, ct, cf = column(f, "inflater"), column(f, "threads"), column(f, "% of floor")
+        for r in f["rows"]:
+            if r[ct] == "2":
+                rows.append(dict(what=f"read BLF against the inflate-only floor ({r[ci]}, "
+                                      f"2 threads; floor: 1 thread)", packbms=r[cf],
+                                 peer="inflate only", ratio="—", command=res["command"]))
+    w = find_table(res, "writer", "frames/s")
+    if w is not None:
+        c = column(w, "frames/s")
+        ours, peer = row_where(w, "packbms write_log"), row_where(w, "BLFWriter")
+        if ours and peer:
+            a, b = number(ours[c]), number(peer[c])
+            rows.append(dict(what="write BLF (frames/s)", packbms=rate(a, "frames/s"),
+                             peer=f"python-can BLFWriter {rate(b, 'frames/s')}",
+                             ratio=f"{a / b:,.0f}x", command=res["command"]))
     return rows
 
 
