@@ -2,7 +2,8 @@
 
 Builds an N-hour 96-cell drive by repeating a simulated 1-hour drive back to back (time
 shifted), writes it as one BLF, then runs `packbms analyze` in a fresh process and reads its
-peak RSS (ru_maxrss of the child). The decoded size is what holding the whole log would take:
+peak RSS (its own ``VmHWM``, read by the child as it exits: ``ru_maxrss`` of a child on Linux
+also carries the peak of the parent it was spawned from, here the process that built the log). The decoded size is what holding the whole log would take:
 the frames as a FrameTable plus the full-rate aligned telemetry [T, S] (voltage, stale mask,
 SoC, sigma).
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +31,21 @@ import numpy as np
 from packbms.io import write_log
 from packbms.io.frames import FrameTable
 from packbms.simulate import SimConfig, make_dbc_text, make_layout_text, simulate_pack
+
+
+#: ``packbms analyze`` (its CLI entry point) in a process that writes its own peak RSS (kB)
+CHILD = """
+import sys
+from packbms.cli import main
+try:
+    rc = main(sys.argv[2:])
+finally:
+    with open("/proc/self/status") as f:
+        hwm = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    with open(sys.argv[1], "w") as f:
+        f.write(hwm)
+sys.exit(rc)
+"""
 
 
 def main():
@@ -62,13 +77,15 @@ def main():
     T = int(round(args.hours * 3600 * 100))              # current at 100 Hz
     telemetry_bytes = T * 96 * (8 + 1 + 8 + 8)           # voltage, stale, soc, soc_std
     del frames
-    cmd = [sys.executable, "-m", "packbms", "analyze", str(log), "--dbc", str(tmp / "pack.dbc"),
-           "--layout", str(tmp / "pack.toml"), "--out", str(tmp / "long.h5"), "--quiet",
-           "--chunk-frames", str(args.chunk_frames), "--method", args.method]
+    argv = ["analyze", str(log), "--dbc", str(tmp / "pack.dbc"), "--layout",
+            str(tmp / "pack.toml"), "--out", str(tmp / "long.h5"), "--quiet",
+            "--chunk-frames", str(args.chunk_frames), "--method", args.method]
+    hwm = tmp / "vmhwm"
+    cmd = [sys.executable, "-c", CHILD, str(hwm), *argv]
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = int(hwm.read_text()) / 1024
     decoded_mb = (frame_bytes + telemetry_bytes) / 1e6
     extra = (f" --compression-level {args.compression_level}"
              if args.compression_level != 1 else "")
