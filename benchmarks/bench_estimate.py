@@ -118,6 +118,7 @@ def kernel_call(tel, params, cfg):
     rf = np.ones(n_t)
     out_soc = np.empty((n_t, n_s))
     out_std = np.empty((n_t, n_s))
+    out_at = np.arange(n_t, dtype=np.int64)        # every row an output row
 
     def run():
         st = S.SocState.empty("ekf", n_s)
@@ -131,7 +132,7 @@ def kernel_call(tel, params, cfg):
                 1, cfg.rest_threshold_a(params.capacity_ah), prior,
                 cfg.initial_soc_std ** 2, cfg.ocv_init_soc_std ** 2,
                 cfg.initial_rc_voltage_std_v ** 2, st.x, st.P, st.v_last, st.init_kind,
-                pack_state, out_soc, out_std, st.updates,
+                pack_state, out_at, out_soc, out_std, st.updates,
                 block_width(n_s, numba.get_num_threads()))
     return run
 

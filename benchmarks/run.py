@@ -167,7 +167,7 @@ def rate(v: float, unit: str) -> str:
         return "—"
     for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if v >= div:
-            return f"{v / div:.3g}{suffix}{unit}"
+            return f"{v / div:.3g}{suffix} {unit}"
     return f"{v:.3g} {unit}"
 
 
