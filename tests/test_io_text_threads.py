@@ -113,6 +113,37 @@ def test_slices_parsed_at_once_equal_one_serial_pass(text_logs, monkeypatch, suf
             assert [str(e) for e in rg.problems] == [str(e) for e in rw.problems]
 
 
+@pytest.mark.parametrize("block", [2048, 4093, 8192])
+def test_dropped_rows_before_a_wide_frame_keep_its_payload(tmp_path, monkeypatch, block):
+    """A timestamp that parses but is not finite drops its row after the slice is parsed; the
+    CAN FD frame after it must still widen the output where it lands (a worker's slice once
+    widened one row late and cut the payload to 8 bytes), also when the wide row itself is the
+    one dropped, last in its slice."""
+    monkeypatch.setattr(native_text, "BLOCK_BYTES", block)
+    monkeypatch.setattr(native_text, "PARALLEL_MIN_BYTES", 256)
+    wide = b"AB" * 16
+    for case in range(3):
+        lines = [b"(%d.%06d) can0 123#1122334455667788\n" % (1700000000 + i, i)
+                 for i in range(600)]
+        at = 150 + 97 * case
+        lines[at] = b"(1.7976931348623159e308) can0 123#11\n"
+        lines[at + 1 + case % 2] = b"(1700000500.000000) can0 456##1" + wide + b"\n"
+        if case == 2:                            # the wide frame itself dropped, then the end
+            lines[at] = b"(1.7976931348623159e308) can0 456##1" + wide + b"\n"
+            lines = lines[:at + 1]
+        path = tmp_path / f"drop{case}.log"
+        path.write_bytes(b"".join(lines))
+        want, rw = _read_all(path, "0", monkeypatch)
+        assert rw.skipped == 1 and want.width == 64
+        fd = np.nonzero(want.arbitration_id == 0x456)[0]
+        if case < 2:
+            assert bytes(want.data[fd[0], :16]) == bytes.fromhex(wide.decode())
+        for threads in ("2", "3"):
+            got, rg = _read_all(path, threads, monkeypatch)
+            assert_same(got, want)
+            assert (got.width, rg.chunk_widths) == (want.width, rw.chunk_widths)
+
+
 @pytest.mark.parametrize("suffix", [".asc", ".log", ".trc"])
 def test_first_error_raised_alike_with_threads(text_logs, monkeypatch, suffix):
     """errors="raise": the first bad line is raised, with its line number, in both modes (a

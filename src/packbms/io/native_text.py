@@ -420,10 +420,11 @@ class _TextScan:
         return job.result() if job is not None else reader.read()
 
     # -- events and output ----------------------------------------------------------------
-    def _handle(self, arr, sink, events, n, line_offset=0):
-        """Report the kernel's events (bad records; exact slow timestamps)."""
+    def _handle(self, arr, sink, events, n, line_offset=0) -> list:
+        """Report the kernel's events (bad records; exact slow timestamps); returns the rows
+        dropped from ``sink`` (a timestamp that is not a finite number), ascending."""
         if not n:
-            return
+            return []
         src = self.src
         drop = []
         for code, ln, a, b, r, x, y, _ in events[:n].tolist():
@@ -443,6 +444,7 @@ class _TextScan:
                 src.problem(_message(self.suffix, r, x, y, _decode(arr[a:b])), line=ln)
         if drop:
             sink.drop(drop)
+        return drop
 
     def _full(self):
         """The sink is full: grow it up to the chunk size, else hand the chunk out."""
@@ -479,6 +481,8 @@ class _TextScan:
             sink.data[k:k + take, :cols] = other.data[a:b, :cols]
             sink.k += take
             done += take
+        if first_wide >= n:                 # the wide row itself was dropped, and was last
+            self.sink.widen()
         other.k = 0
 
     # -- scanning ---------------------------------------------------------------------------
@@ -587,8 +591,12 @@ class _TextScan:
             t_parts += part.seconds
             state = part.state
             self.src.report.ignored += int(state[K.S_IGNORED])
-            self._handle(arr, part.sink, part.events, int(state[K.S_EVENTS]), line_offset=line)
-            yield from self._append(part.sink, part.first_wide)
+            dropped = self._handle(arr, part.sink, part.events, int(state[K.S_EVENTS]),
+                                   line_offset=line)
+            first_wide = part.first_wide
+            if first_wide > 0 and dropped:   # rows dropped before it moved it up
+                first_wide -= sum(1 for r in dropped if r < first_wide)
+            yield from self._append(part.sink, first_wide)
             line += int(state[K.S_LINE])
         if jobs:
             self._balance(cuts, t_first, t_parts, time.perf_counter() - t1, read_next)
@@ -624,11 +632,11 @@ def iter_text_tables(src, chunk_frames: int):
     size = None if src.gz else os.fstat(f.fileno()).st_size
     threads = _parse_threads(size)
     scan = _TextScan(src, chunk_frames, kern, size, threads)
-    reader = _GzReader(f) if src.gz else _PlainReader(f, 2 if threads > 1 else 1)
-    if not in_header:
-        scan.fparams, scan.iparams = header.finish(0)
     line = 1
-    try:
+    try:                                    # its threads are shut down whatever happens next
+        reader = _GzReader(f) if src.gz else _PlainReader(f, 2 if threads > 1 else 1)
+        if not in_header:
+            scan.fparams, scan.iparams = header.finish(0)
         block = reader.read()
         while True:
             buf, end, eof, failure, long_line = block
