@@ -377,3 +377,44 @@ def test_close_is_idempotent_and_append_after_close_fails(tmp_path):
     with pytest.raises(StorageError, match="closed"):
         w.append({"/time": np.arange(5.0)})
     assert store.load(tmp_path / "r.h5")["/time"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_interrupt_mid_append_publishes_nothing(tmp_path, monkeypatch):
+    """Ctrl-C inside append (e.g. waiting for the compression threads) must not let a later
+    close() publish a file whose extent was grown but whose chunks were never written."""
+    path = tmp_path / "ki.h5"
+    w = store.ResultWriter(path)
+    w.append({"/time": np.arange(10.0)})
+
+    def interrupted(s, arr):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(w, "_feed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        w.append({"/time": np.arange(10.0, 300_000.0)})
+    with pytest.raises(StorageError, match="aborted"):
+        w.close()
+    assert not path.exists() and not list(tmp_path.iterdir())
+    assert not writer_threads()
+
+
+@pytest.mark.parametrize("engine", ENGINES + ["h5py"])
+@pytest.mark.parametrize("first, later", [(np.int32, np.int64), (np.uint8, np.int16),
+                                          (np.int16, np.float64)])
+def test_later_rows_that_do_not_fit_raise(tmp_path, engine, first, later):
+    """A dataset keeps its first rows' dtype; later rows beyond its range would be wrapped by
+    NumPy or clamped by HDF5, a silently wrong number either way: StorageError instead, the
+    same for every engine. Rows that fit are converted."""
+    info = np.iinfo(first)
+    ok = tmp_path / "ok.h5"
+    with store.ResultWriter(ok, engine=engine) as w:
+        w.append({"/x": np.array([1, 2], first)})
+        w.append({"/x": np.array([info.min, info.max], later)})
+    with h5py.File(ok, "r") as f:
+        assert f["/x"].dtype == first and f["/x"][()].tolist() == [1, 2, info.min, info.max]
+    bad = tmp_path / "bad.h5"
+    with pytest.raises(StorageError, match="do not fit"):
+        with store.ResultWriter(bad, engine=engine) as w:
+            w.append({"/x": np.array([1, 2], first)})
+            w.append({"/x": np.array([0, int(info.max) + 1], later)})
+    assert not bad.exists()

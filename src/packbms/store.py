@@ -385,6 +385,9 @@ class ResultWriter:
             self.abort()
             raise StorageError(f"{self.path}: cannot write result "
                                f"({type(e).__name__}: {e})") from e
+        except BaseException:               # Ctrl-C mid-append: never publish a padded file
+            self.abort()
+            raise
 
     # -- the direct chunk path -----------------------------------------------------------
     def _submit(self, s: _Series, buf: np.ndarray) -> None:
@@ -480,6 +483,7 @@ class ResultWriter:
             if s is None:                    # lzf, None, or a dtype h5py converts itself
                 arr = _stored(arr)
                 ds = self.f[key]
+                self._check_fits(key, arr, ds.dtype)
                 n = ds.shape[0]
                 ds.resize(n + arr.shape[0], axis=0)
                 ds[n:] = arr
@@ -487,12 +491,24 @@ class ResultWriter:
             if arr.shape[1:] != s.row_shape:
                 raise StorageError(f"{self.path}: {key}: rows of shape {arr.shape[1:]}, "
                                    f"but the dataset's rows are {s.row_shape}")
+            self._check_fits(key, arr, s.ds.dtype)
             if arr.shape[0]:
                 s.n += arr.shape[0]
                 s.ds.resize(s.n, axis=0)     # a chunk is written only inside the extent
                 self._feed(s, arr)
         if self._pending:
             self._drain(self.max_pending_bytes)
+
+    def _check_fits(self, key: str, arr: np.ndarray, dtype: np.dtype) -> None:
+        """Later rows of a wider dtype must fit the dataset's integer dtype: NumPy would wrap
+        them and HDF5 clamp them, either a silently wrong number."""
+        if dtype.kind not in "iu" or not arr.size or np.can_cast(arr.dtype, dtype, "safe"):
+            return
+        info = np.iinfo(dtype)
+        lo, hi = arr.min(), arr.max()
+        if not (np.isfinite(lo) and np.isfinite(hi) and info.min <= lo and hi <= info.max):
+            raise StorageError(f"{self.path}: {key}: values {lo}..{hi} do not fit the "
+                               f"dataset's {dtype} (its dtype is that of its first rows)")
 
     def _create(self, key: str, arr: np.ndarray) -> _Series | None:
         dtype = _stored_dtype(arr)
