@@ -21,16 +21,7 @@ from packbms.io import FrameTable, ReadReport, iter_log, read_log, write_log
 from packbms.io import native_text
 from packbms.io.native_text import _TrcHeader
 from packbms.kernels import text_scan as K
-
-COLUMNS = ("timestamp", "arbitration_id", "is_extended", "is_fd", "is_error", "is_remote", "dlc",
-           "channel")
-
-
-def assert_same(got: FrameTable, want: FrameTable) -> None:
-    assert len(got) == len(want)
-    for name in COLUMNS:
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
-    np.testing.assert_array_equal(got.widened(64).data, want.widened(64).data, err_msg="data")
+from test_io_native import assert_same
 
 
 def _frames(n: int, seed: int, fd: bool = False) -> FrameTable:
