@@ -392,17 +392,25 @@ def test_stopping_early_shuts_the_workers_down(straddling):
 
 
 def test_thread_count_defaults(monkeypatch):
+    """One worker per core this process may run on (its affinity), up to MAX_DEFAULT_THREADS;
+    none for small files or one core; $PACKBMS_READ_THREADS wins, capped at MAX_THREADS."""
+    def cores(n):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: n)
+
     monkeypatch.delenv("PACKBMS_READ_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cores(2)
     assert native_blf._read_threads(10 << 20) == 2
     assert native_blf._read_threads(1000) == 0               # small file
     assert native_blf._read_threads(None) == 2               # .blf.gz: size unknown
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    cores(64)
     assert native_blf._read_threads(10 << 20) == native_blf.MAX_DEFAULT_THREADS
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    cores(1)
     assert native_blf._read_threads(10 << 20) == 0
     monkeypatch.setenv("PACKBMS_READ_THREADS", "3")
     assert native_blf._read_threads(1000) == 3
+    monkeypatch.setenv("PACKBMS_READ_THREADS", "1000")
+    assert native_blf._read_threads(1000) == native_blf.MAX_THREADS
 
 
 def test_stop_position_in_the_kernel():
@@ -463,7 +471,7 @@ def test_workers_parse_and_join_straddling_objects(straddling, monkeypatch, name
     with threads_mode("2", 3):
         read_log(path)
     assert counts["caller"] == 0 and counts["not joined"] == 0
-    if name == "deflate" and native_blf._Libdeflate.load() is not None:
+    if name == "deflate" and native_blf._Libdeflate.available():
         # joins only at batch starts
         assert counts["stream"] == containers and counts["quiet"] == 0
         assert 0 < counts["joined"] <= containers // 3
@@ -480,6 +488,7 @@ def test_without_libdeflate_through_ctypes(straddling, monkeypatch):
     monkeypatch.setenv("PACKBMS_INFLATER", native_blf.available_inflaters()[0])
     with threads_mode(*REFERENCE):
         want = outcome(path, chunk=10 ** 9)
+    monkeypatch.setattr(native_blf._Libdeflate, "available", classmethod(lambda cls: False))
     monkeypatch.setattr(native_blf._Libdeflate, "load", classmethod(lambda cls: None))
     for mode in MODES:
         with threads_mode(*mode):
@@ -591,3 +600,73 @@ def test_real_files_same_in_every_mode(realdata, name):
     want = assert_all_modes_alike(path, chunk=3)
     theirs = read_log(path, engine="python-can")
     assert want["read"] == _table_key(theirs.widened(want["read"][1]))
+
+
+def test_libdeflate_decompressors_are_freed(straddling, monkeypatch):
+    """Each worker frees the decompressor it allocated as it ends (none leaked per read, none
+    freed while a worker may still use it)."""
+    if not native_blf._Libdeflate.available():
+        pytest.skip("libdeflate is not reachable through the 'deflate' package")
+    _, path = straddling
+    ctypes_mod, alloc, free, run = native_blf._Libdeflate._lib
+    counts = {"alloc": 0, "free": 0, "freed by a worker": 0}
+
+    def counted_alloc():
+        counts["alloc"] += 1
+        return alloc()
+
+    def counted_free(handle):
+        counts["free"] += 1
+        counts["freed by a worker"] += threading.current_thread().name.startswith("packbms-blf")
+        return free(handle)
+
+    monkeypatch.setattr(native_blf._Libdeflate, "_lib", (ctypes_mod, counted_alloc,
+                                                         counted_free, run))
+    monkeypatch.setenv("PACKBMS_INFLATER", "deflate")
+    with threads_mode("2", 3):
+        for _ in range(5):
+            read_log(path)
+        it = iter_log(path, chunk_frames=7)
+        next(it)
+        it.close()                              # stopped early: the workers still free theirs
+    assert counts["alloc"] > 0
+    assert counts["free"] == counts["alloc"] == counts["freed by a worker"]
+
+
+def test_undeclared_container_sizes_count_against_the_batch_budget():
+    """A container declaring no inflated size may still inflate to the per-container maximum:
+    the batch budget counts what it could take, so batches stay bounded."""
+    from packbms.io import blf as _blf
+
+    def body(usize, payload):
+        return _blf.CONTAINER.pack(_blf.ZLIB_DEFLATE, usize) + b"\0" * payload
+
+    assert native_blf._declared_bytes(body(5000, 100)) == 5000
+    assert native_blf._declared_bytes(body(0, 100)) == 1032 * 100 + 64
+    assert native_blf._declared_bytes(body(0, 10 ** 6)) == _blf.MAX_INFLATED_BYTES
+    assert native_blf._declared_bytes(body(2 ** 32 - 1, 10)) == _blf.MAX_INFLATED_BYTES
+
+
+def test_workers_end_before_an_interrupted_exit_returns(monkeypatch):
+    """A second Ctrl-C while the pool waits for its workers must not return (and free what they
+    use) before they have ended: the interrupt is raised once they have."""
+    ended = []
+    release = threading.Event()
+    pool = native_blf._Workers(2, on_exit=lambda: ended.append(threading.current_thread().name))
+    pool.submit(release.wait, 5.0)
+    first = pool.threads[0]
+    real_join = first.join
+    calls = []
+
+    def interrupted_join(timeout=None):
+        calls.append(1)
+        if len(calls) == 1:
+            release.set()
+            raise KeyboardInterrupt
+        return real_join(timeout)
+
+    monkeypatch.setattr(first, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        pool.__exit__(None, None, None)
+    assert sorted(ended) == sorted(t.name for t in pool.threads)
+    assert not any(t.is_alive() for t in pool.threads)

@@ -59,7 +59,6 @@ same whichever is used.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import threading
@@ -184,7 +183,19 @@ class _Libdeflate:
     _lib = None
 
     @classmethod
+    def available(cls) -> bool:
+        """Whether the library and its symbols are there (allocates nothing)."""
+        cls._load_lib()
+        return cls._lib is not None
+
+    @classmethod
     def load(cls):
+        """A decompressor (its caller closes it), or None without the library."""
+        cls._load_lib()
+        return None if cls._lib is None else cls()
+
+    @classmethod
+    def _load_lib(cls) -> None:
         if not cls._loaded:
             cls._loaded = True
             try:
@@ -195,14 +206,13 @@ class _Libdeflate:
                 alloc, free = lib.libdeflate_alloc_decompressor, lib.libdeflate_free_decompressor
                 run = lib.libdeflate_zlib_decompress
             except (ImportError, OSError, AttributeError):
-                return None
+                return
             alloc.restype, alloc.argtypes = ctypes.c_void_p, []
             free.restype, free.argtypes = None, [ctypes.c_void_p]
             run.restype = ctypes.c_int
             run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
                             ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
             cls._lib = (ctypes, alloc, free, run)
-        return None if cls._lib is None else cls()
 
     def __init__(self):
         ctypes, alloc, self._free, self._run = self._lib
@@ -232,6 +242,8 @@ def _address(buffer) -> int:
 PREFETCH_MIN_BYTES = 1 << 20
 #: Most worker threads by default, whatever the core count.
 MAX_DEFAULT_THREADS = 4
+#: Most worker threads whatever ``$PACKBMS_READ_THREADS`` asks for.
+MAX_THREADS = 32
 #: Top-level objects handed to a worker at once (one synchronisation per batch, not per
 #: container: about 2 MiB inflated with 128 KiB containers).
 BATCH_OBJECTS = 16
@@ -247,8 +259,11 @@ def _read_threads(size) -> int:
     counts as big)."""
     env = os.environ.get("PACKBMS_READ_THREADS", "")
     if env.isdigit():
-        return int(env)
-    cores = os.cpu_count() or 1
+        return min(int(env), MAX_THREADS)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                          # not on Linux
+        cores = os.cpu_count() or 1
     if cores < 2 or (size is not None and size < PREFETCH_MIN_BYTES):
         return 0
     return min(cores, MAX_DEFAULT_THREADS)
@@ -409,9 +424,10 @@ class _Workers:
     (``ThreadPoolExecutor`` starts one per ``submit``, each start then waiting for a core
     while the first workers are already busy)."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, on_exit=None):
         import queue
 
+        self.on_exit = on_exit          # called in each worker thread as it ends
         self.jobs = queue.SimpleQueue()
         self.threads = [threading.Thread(target=self._run, name=f"packbms-blf-{i}", daemon=True)
                         for i in range(threads)]
@@ -419,17 +435,21 @@ class _Workers:
             t.start()
 
     def _run(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            fut, fn, args = job
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer
-                fut.set_exception(e)
+        try:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                fut, fn, args = job
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    fut.set_result(fn(*args))
+                except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                    fut.set_exception(e)
+        finally:
+            if self.on_exit is not None:
+                self.on_exit()
 
     def submit(self, fn, *args):
         from concurrent.futures import Future
@@ -444,8 +464,16 @@ class _Workers:
     def __exit__(self, *exc) -> None:
         for _ in self.threads:
             self.jobs.put(None)
+        interrupted = None
         for t in self.threads:
-            t.join()
+            while True:             # a second Ctrl-C still waits for the workers to end
+                try:
+                    t.join()
+                    break
+                except BaseException as e:  # noqa: BLE001 - raised once they have
+                    interrupted = interrupted or e
+        if interrupted is not None:
+            raise interrupted
 
 
 class _Batch:
@@ -485,6 +513,16 @@ class _Batch:
         return -1
 
 
+def _declared_bytes(body) -> int:
+    """What inflating a container body may take, for the batch budget: its declared size, or
+    when it declares none, what its payload could inflate to (deflate expands at most ~1032:1),
+    capped at what any container may take (:data:`packbms.io.blf.MAX_INFLATED_BYTES`)."""
+    usize = _blf.CONTAINER.unpack_from(body)[1]
+    if not usize:
+        usize = 1032 * (len(body) - _CONTAINER_HEADER) + 64
+    return min(usize, _blf.MAX_INFLATED_BYTES)
+
+
 def _pooled(objects, run, path, threads: int, out=None):
     """Batches ``(index, items, taken)`` in file order: ``items`` are :func:`_inflated_item` of
     up to :data:`BATCH_OBJECTS` top-level objects (fewer when their declared inflated size
@@ -497,9 +535,14 @@ def _pooled(objects, run, path, threads: int, out=None):
     from collections import deque
 
     turn = out.turn if out is not None else None
-    fast = turn is not None and getattr(run, "name", None) == "deflate" and _Libdeflate.load()
+    fast = turn is not None and getattr(run, "name", None) == "deflate" and \
+        _Libdeflate.available()
     local = threading.local()
-    opened = []
+
+    def free_batch():               # in each worker as it ends: nothing else uses its handle
+        batch = getattr(local, "batch", None)
+        if batch is not None:
+            batch.lib.close()
 
     def job(b, objs):
         if not fast:
@@ -514,7 +557,6 @@ def _pooled(objects, run, path, threads: int, out=None):
         batch = getattr(local, "batch", None)
         if batch is None:
             batch = local.batch = _Batch(_Libdeflate())
-            opened.append(batch.lib)
         # the leading containers inflated into the batch buffer as one stream, the rest (from
         # the first that has to go the checking way) one by one
         items = []
@@ -554,9 +596,7 @@ def _pooled(objects, run, path, threads: int, out=None):
         return b, items, taken
 
     pending: deque = deque()
-    with contextlib.ExitStack() as stack:
-        stack.callback(lambda: [lib.close() for lib in opened])   # once the workers are joined
-        pool = stack.enter_context(_Workers(threads))
+    with _Workers(threads, on_exit=free_batch) as pool:
         try:
             failure = None
             it = iter(objects)
@@ -571,10 +611,10 @@ def _pooled(objects, run, path, threads: int, out=None):
                             objs.append(obj)
                             if obj.obj_type == _blf.LOG_CONTAINER and \
                                     len(obj.body) >= _CONTAINER_HEADER:
-                                declared += _blf.CONTAINER.unpack_from(obj.body)[1]
+                                declared += _declared_bytes(obj.body)
                     except StopIteration:
                         failure = StopIteration
-                    except BaseException as e:  # noqa: BLE001 - raised after the earlier ones
+                    except Exception as e:  # noqa: BLE001 - raised after the earlier ones
                         failure = e
                     if objs:
                         pending.append(pool.submit(job, b, objs))
