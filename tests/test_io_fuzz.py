@@ -175,3 +175,31 @@ def test_damaged_text_reads_like_python_can(seeds, suffix, data):
     seed = data.draw(st.sampled_from(raws[suffix]))
     raw = data.draw(byte_mutations(seed, max_edits=5, ascii_only=True))
     _same_as_python_can(folder, suffix, raw)
+
+
+def test_broken_mf4_leaves_no_temporary_copy(tmp_path, monkeypatch):
+    """asammdf copies an unfinalised MF4 (as CANedge loggers write them) into a temporary
+    folder and leaves the copy there when the file then fails to parse; the reader gives asammdf
+    a folder of its own and removes it, so failed reads of a fleet of bad logs leave nothing."""
+    import tempfile
+
+    seed = REALDATA / "css-electronics-canedge-mf4/kona-ev_uds_17BD1DB7_00000170.MF4"
+    if not seed.is_file():
+        pytest.skip(f"{seed} is missing")
+    raw = seed.read_bytes()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    failed = 0
+    for k, cut in enumerate((200, 1000, 5000, len(raw) // 3, len(raw) // 2, len(raw) - 9)):
+        path = tmp_path / f"cut{k}.mf4"
+        path.write_bytes(raw[:cut])
+        try:
+            read_log(path, engine="native")
+        except LogFormatError as e:
+            assert str(path) in str(e)
+            failed += 1
+    path.write_bytes(raw)
+    assert len(read_log(path, engine="native")) > 0
+    assert failed > 0
+    assert list(scratch.iterdir()) == []

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import gc
 import io
+import shutil
 import sys
+import tempfile
+import traceback
 
 import numpy as np
 
@@ -252,27 +255,38 @@ def iter_mf4_tables(src, chunk_frames: int):
         raise LogFormatError("reading MF4 needs the optional package asammdf: "
                              "pip install asammdf", path=src.path)
     MDF, Source, flag_bus_event = mods
+    # asammdf copies an unfinalised file (CANedge loggers write them) into its temporary folder
+    # and leaves the copy behind when the file then fails to parse: a folder of our own, removed
+    # whatever happens, keeps a fleet of bad logs from filling /tmp
+    scratch = tempfile.mkdtemp(prefix="packbms-mf4-")
     try:
-        if src.gz:
-            mdf = MDF(io.BytesIO(src._open_binary().read()))
-        else:
-            mdf = MDF(src.path)
-        start_ts = mdf.header.start_time.timestamp()
-    except Exception as e:  # noqa: BLE001 - asammdf raises anything on a bad file
-        _collect_broken_mdf()
-        raise LogFormatError(f"cannot read MF4: {type(e).__name__}: {e}", path=src.path) from e
-    try:
-        groups = [_Group(mdf, i, kind, rec, start_ts, src)
-                  for i, kind, rec in _can_groups(mdf, Source, flag_bus_event)]
         try:
-            yield from _merged(groups, int(min(chunk_frames, BLOCK_RECORDS)))
-        except LogFormatError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            src.problem(f"cannot read MF4 records: {type(e).__name__}: {e}", cause=e,
-                        truncated=True)
+            if src.gz:
+                mdf = MDF(io.BytesIO(src._open_binary().read()), temporary_folder=scratch)
+            else:
+                mdf = MDF(src.path, temporary_folder=scratch)
+            start_ts = mdf.header.start_time.timestamp()
+        except Exception as e:  # noqa: BLE001 - asammdf raises anything on a bad file
+            # the traceback's frames hold the half-built MDF object: drop their locals so it
+            # is finalized now, before its temporary folder goes
+            traceback.clear_frames(e.__traceback__)
+            _collect_broken_mdf()
+            raise LogFormatError(f"cannot read MF4: {type(e).__name__}: {e}",
+                                 path=src.path) from e
+        try:
+            groups = [_Group(mdf, i, kind, rec, start_ts, src)
+                      for i, kind, rec in _can_groups(mdf, Source, flag_bus_event)]
+            try:
+                yield from _merged(groups, int(min(chunk_frames, BLOCK_RECORDS)))
+            except LogFormatError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                src.problem(f"cannot read MF4 records: {type(e).__name__}: {e}", cause=e,
+                            truncated=True)
+        finally:
+            try:
+                mdf.close()
+            except Exception:  # noqa: BLE001
+                pass
     finally:
-        try:
-            mdf.close()
-        except Exception:  # noqa: BLE001
-            pass
+        shutil.rmtree(scratch, ignore_errors=True)
