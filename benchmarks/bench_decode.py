@@ -218,17 +218,18 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.cantools_frames)))
         return
-    env = dict(os.environ)
-    if args.cold:
-        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="packbms-numba-")
     rows = []
     for name in args.only:
         if name in ("foxbms", "j1939-truck") and not REALDATA.is_dir():
             print(f"skipping {name}: {REALDATA} is missing", file=sys.stderr)
             continue
-        out = subprocess.run([sys.executable, __file__, "--child", name, "--cantools-frames",
-                              str(args.cantools_frames)], env=env, capture_output=True,
-                             text=True, check=True)
+        with tempfile.TemporaryDirectory(prefix="packbms-numba-") as cache:
+            env = dict(os.environ)
+            if args.cold:                   # an empty cache for each workload's process
+                env["NUMBA_CACHE_DIR"] = cache
+            out = subprocess.run([sys.executable, __file__, "--child", name,
+                                  "--cantools-frames", str(args.cantools_frames)], env=env,
+                                 capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     cache = "cold Numba cache, includes compilation" if args.cold else "Numba cache as found"
     print(f"first decode call per process ({cache}): "

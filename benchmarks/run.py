@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -319,13 +320,14 @@ def readme_rows(res: dict) -> list[dict]:
 # measured here: end to end, fleet scaling
 # ------------------------------------------------------------------------------------------------
 E2E_SCRIPT = r"""
-import json, resource, sys, tempfile, time
+import json, resource, shutil, sys, tempfile, time
 from pathlib import Path
 from packbms._data import data_dir
 from packbms.analysis import analyze
 from packbms.io import iter_log
 d = data_dir()
-out = Path(tempfile.mkdtemp()) / "drive.h5"
+scratch = tempfile.mkdtemp(prefix="packbms-bench-e2e-")
+out = Path(scratch) / "drive.h5"
 args = (d / "drive_96s.blf", d / "pack96.dbc", d / "pack96.toml")
 t = time.perf_counter(); analyze(*args, out=out); first = time.perf_counter() - t
 best = None
@@ -338,6 +340,7 @@ frames = sum(len(f) for f in iter_log(args[0]))
 print(json.dumps({"first_s": first, "best_s": best, "frames": frames,
                   "duration_s": float(res["/time"][-1] - res["/time"][0]),
                   "cells": int(res["/cells/voltage"].shape[1]), "peak_rss_mb": peak}))
+shutil.rmtree(scratch, ignore_errors=True)
 """
 
 
@@ -429,6 +432,7 @@ def fleet_scaling(n_logs: int, quick: bool) -> tuple[list[dict], dict]:
                      packbms=f"2 workers: {two['logs_per_s']:.2f} logs/s ({two['wall_s']:.1f} s)",
                      peer=f"1 worker: {one['logs_per_s']:.2f} logs/s ({one['wall_s']:.1f} s)",
                      ratio=f"{two['logs_per_s'] / one['logs_per_s']:.2f}x", command=cmd))
+    shutil.rmtree(tmp, ignore_errors=True)
     return rows, figs
 
 
