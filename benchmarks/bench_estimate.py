@@ -160,6 +160,7 @@ def filterpy_ekf(t, i, v, params, cfg):
         ekf.x = np.array([[noise["prior"][c]], [0.0]])
         ekf.P = np.diag([noise["prior_var"], noise["rc_var"]])
         vl = np.nan
+        t_upd = np.nan                  # the last measurement update (correlated OCV error)
         load = abs(i[0])
         for k in range(n_t):
             dt = t[k] - t[k - 1] if k else 0.0
@@ -181,12 +182,18 @@ def filterpy_ekf(t, i, v, params, cfg):
             z = v[k, c]
             if np.isfinite(z) and z != vl:
                 ik = i[k]
-                ekf.R = np.array([[noise["r_meas_v2"] + noise["r_res_rel2"]
-                                   * ((r0 * ik) ** 2 + (r1 * load) ** 2)]])
+                r = noise["r_meas_v2"] + noise["r_res_rel2"] * ((r0 * ik) ** 2 + (r1 * load) ** 2)
+                since = t[k] - t_upd         # the OCV table's error, shared within its time
+                if np.isfinite(since) and since < noise["ocv_err_time_s"]:
+                    r += noise["ocv_err_v2"] * noise["ocv_err_time_s"] / max(since, 1e-3)
+                else:
+                    r += noise["ocv_err_v2"]
+                ekf.R = np.array([[r]])
                 ekf.update(np.array([[z]]),
                            HJacobian=lambda x: np.array([[ocv(x[0, 0])[1], -1.0]]),
                            Hx=lambda x, ik=ik: np.array([[ocv(x[0, 0])[0] - r0 * ik - x[1, 0]]]))
                 vl = z
+                t_upd = t[k]
             out[k, c] = min(1.0, max(0.0, ekf.x[0, 0]))
     return out
 
