@@ -302,6 +302,24 @@ def test_fd_64_byte_message_and_nine_byte_field(bms):
             assert same_value(ms.values[r, ms.column(name)], v), name
 
 
+@pytest.mark.parametrize("wide", [False, True])
+def test_database_without_messages_counts_every_frame_unknown(bms, wide):
+    """An empty DBC (or one of container messages only, or compile_database(messages=[]))
+    decodes nothing and says so; it must not fail."""
+    db, _ = bms
+    rows = [(801, False, bytes(4), False, False), (0x18FEF100, True, bytes(8), False, False),
+            (0, False, b"", True, False)]
+    if wide:
+        rows.append((0x123, False, bytes(16), False, False))
+    ft = _table(rows, 64 if wide else 8)
+    for cdb in (compile_database(cantools.database.load_string('VERSION ""\n',
+                                                               database_format="dbc")),
+                compile_database(db, messages=[])):
+        t = decode(ft, cdb)
+        assert t.messages == {} and t.counts.decoded == 0
+        assert (t.counts.unknown_id, t.counts.error_or_remote) == (len(rows) - 1, 1)
+
+
 def test_messages_selection(bms):
     db, cdb = bms
     ft = _table([(801, False, bytes(4), False, False), (1024, False, bytes(8), False, False)])

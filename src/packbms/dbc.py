@@ -694,7 +694,6 @@ class _DecodePlan:
         self.msg_words = np.minimum((cdb.msg_end_byte + 7) // 8, width // 8).astype(np.int64)
         #: messages whose decoded frames may still miss signals (beyond the message length)
         self.partial = cdb.msg_end_byte > self.msg_length
-        self.max_words = int(self.msg_words.max()) if n_msg else 1
         self.few = self._few_keys(cdb)
         self.standard = self._standard_table(cdb)
         k_max = int((cdb.sig_stop - cdb.sig_first).max()) if n_msg else 0
@@ -722,6 +721,8 @@ class _DecodePlan:
             hit = todo & (keys[at] == key)
             msg[hit] = cdb.lookup_message[a:b][at[hit]]
             todo &= ~hit
+        if not len(self.enabled):                   # a database without messages
+            return msg.astype(np.int32), np.zeros(2048, np.int64)
         found = msg >= 0
         msg[found & ~self.enabled[np.maximum(msg, 0)]] = -1
         length = np.where(msg >= 0, self.msg_length[np.maximum(msg, 0)], 0).astype(np.int64)
@@ -852,9 +853,8 @@ def decode(frames: FrameTable, cdb: CompiledDatabase, *,
         _codec.lookup_frames(*args, *plan.standard, cdb.lookup_masks, cdb.lookup_group_first,
                              cdb.lookup_keys, cdb.lookup_message, plan.msg_length,
                              plan.enabled, frame_msg, msg_count, counts)
-    # work buffers: never more than a frame's words each, often less (untouched pages of a
-    # buffer cost address space, not memory)
-    gathered = scratch.get("words", n * plan.max_words, np.uint64)
+    # work buffers: exactly the words of the frames found (each message's words per frame)
+    gathered = scratch.get("words", max(1, int(msg_count @ plan.msg_words)), np.uint64)
     avail = scratch.get("avail", n, np.uint16)
     row_offset, word_offset, min_avail, keep_avail, ts_out = _codec.group_frames(
         _words(data), lengths, frames.timestamp, frame_msg, msg_count, plan.msg_words,

@@ -491,7 +491,7 @@ def group_frames(words, dlc, timestamp, frame_msg, msg_count, msg_words, msg_par
     ``keep_avail``), and ``msg_words[m]`` payload words per row in ``words_out`` from
     ``word_offset[m]`` (row-major). ``words`` is the payload as little-endian uint64 words
     [N, W / 8]; ``msg_words[m] <= W / 8``; ``words_out`` (uint64) and ``avail_out`` (uint16)
-    are work buffers of at least N * max(msg_words) and N entries.
+    are work buffers of at least ``sum(msg_count * msg_words)`` and N entries.
 
     Payload lengths are kept (``keep_avail``) only when a message with ``msg_partial`` (its
     signals reach beyond its length) has a frame shorter than ``msg_end_byte``: then
