@@ -113,3 +113,21 @@ def test_auto_falls_back_to_ekf_past_its_limit(whole):
     assert smooth.method == "smoother"
     # the smoother differs from the filter (it is not the EKF's output relabelled)
     assert np.abs(smooth.result["/cells/soc"] - a["/cells/soc"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("limit", ["AUTO_WHOLE_DRIVE_CELL_SAMPLES", "AUTO_HELD_BYTES"])
+def test_auto_limits_are_read_at_call_time(whole, monkeypatch, limit):
+    """Both of auto's limits (cell-samples, and bytes of filtered rows held for the fallback,
+    which output_dt_s=0 makes ten times bigger) can be set on the module; past either, auto
+    goes on as the EKF with each row stored once."""
+    from packbms import analysis
+
+    monkeypatch.setattr(analysis, limit, {"AUTO_WHOLE_DRIVE_CELL_SAMPLES": 2_000_000,
+                                          "AUTO_HELD_BYTES": 2 << 20}[limit])
+    fell = analyze(LOG, DBC, LAYOUT, method="auto", chunk_frames=37_000)
+    assert fell.method == "ekf" and fell.stats["requested_method"] == "auto"
+    a, b = whole.result, fell.result
+    np.testing.assert_array_equal(a["/time"], b["/time"])
+    settled = a["/time"] > 5.0
+    np.testing.assert_allclose(a["/cells/soc"][settled], b["/cells/soc"][settled], rtol=0,
+                               atol=1e-9)

@@ -167,3 +167,9 @@ def test_streamed_smoother_errors():
     sm.push(np.arange(5.0), np.zeros(5), np.full((5, 2), 3.7), rows=np.array([1, 3]))
     with pytest.raises(EstimationError, match="among the rows kept"):
         sm.finish(rows=np.array([2]))
+    res = sm.finish(rows=np.array([1, 3]))
+    assert res.soc.shape == (2, 2)
+    with pytest.raises(EstimationError, match="already finished"):
+        sm.finish()
+    with pytest.raises(EstimationError, match="push after finish"):
+        sm.push(np.arange(5.0, 10.0), np.zeros(5), np.full((5, 2), 3.7))

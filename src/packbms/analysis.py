@@ -354,17 +354,21 @@ class _Running:
 METHODS = ("auto", "smoother", "ekf", "coulomb", "none")
 #: With method="auto", the smoother runs while the drive stays under this many cell-samples
 #: (about 2.9 h of 96 cells at 100 Hz). The smoother streams too (it holds its records, 48 bytes
-#: per cell-update, the [T] current and the stored rows: ~200 MB per hour of 96 cells at 5 Hz
-#: voltages), so this bounds memory, not a full-rate copy; a longer log goes on with the
-#: streaming EKF from where the smoother's forward filter is.
+#: per cell-update, and the [T] current: ~90 MB per hour of 96 cells at 5 Hz voltages), so this
+#: bounds memory, not a full-rate copy; a longer log goes on with the streaming EKF from where
+#: the smoother's forward filter is.
 AUTO_WHOLE_DRIVE_CELL_SAMPLES = 100_000_000
+#: ... and while the filtered rows it holds for a fallback (the stored SoC rows, as many as
+#: the smoothed output will have) stay under this many bytes: ~55 MB per hour of 96 cells at
+#: the default 0.1 s rows, but ~560 MB per hour with ``output_dt_s=0``.
+AUTO_HELD_BYTES = 512 << 20
 
 
 def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = False,
             soc_config=None, output_dt_s: float = DEFAULT_OUTPUT_DT_S,
             chunk_frames: int = DEFAULT_CHUNK_FRAMES,
             compression: str | None = "gzip",
-            whole_drive_cell_samples: int = AUTO_WHOLE_DRIVE_CELL_SAMPLES) -> Analysis:
+            whole_drive_cell_samples: int | None = None) -> Analysis:
     """Analyse one log, chunk by chunk, and optionally write the HDF5 result.
 
     The log is read ``chunk_frames`` frames at a time; each chunk is decoded, aligned
@@ -380,11 +384,13 @@ def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = Fal
         Where to write the result (``.h5``); nothing is written when None.
     method
         SoC estimator. ``"auto"`` (default): the RTS smoother over the whole drive when it
-        has at most ``whole_drive_cell_samples`` cell-samples, else the streaming EKF (the
-        summary and the ``method`` attr say which ran). ``"smoother"`` always smooths; it
+        has at most ``whole_drive_cell_samples`` cell-samples (default
+        :data:`AUTO_WHOLE_DRIVE_CELL_SAMPLES`) and its stored SoC rows take at most
+        :data:`AUTO_HELD_BYTES`, else it goes on as the streaming EKF (the summary and the
+        ``method`` attr say which ran). ``"smoother"`` always smooths; it
         streams the forward filter chunk by chunk (:class:`packbms.soc.SmootherStream`) and
         holds only its records, the [T] current and the stored rows until the backward pass
-        (~200 MB per hour of 96 cells); ``"ekf"`` and ``"coulomb"`` stream in bounded memory;
+        (~90 MB per hour of 96 cells); ``"ekf"`` and ``"coulomb"`` stream in bounded memory;
         ``"none"`` stores telemetry only.
     fit
         Identify each cell's capacity, R0, RC and self-discharge from the log
@@ -447,7 +453,9 @@ def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = Fal
     try:
         return _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, method,
                                soc_config, output_dt_s, chunk_frames, timings, dbc, fit=fit,
-                               whole_limit=whole_drive_cell_samples)
+                               whole_limit=(AUTO_WHOLE_DRIVE_CELL_SAMPLES
+                                            if whole_drive_cell_samples is None
+                                            else whole_drive_cell_samples))
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -470,7 +478,7 @@ class _Estimation:
     """
 
     def __init__(self, lay, params, soc_config, running, output_dt_s, timings, sink,
-                 stream_smoother=False, smoother_limit=np.inf):
+                 stream_smoother=False, smoother_limit=np.inf, held_limit=np.inf):
         self.lay, self.params, self.soc_config = lay, params, soc_config
         self.running, self.timings = running, timings
         self.decim = _Decimator(output_dt_s, sink=self._sink)
@@ -486,10 +494,12 @@ class _Estimation:
             from .soc import SmootherStream
             self.smoother = SmootherStream(params, soc_config)
         self.smoother_limit = smoother_limit
+        self.held_limit = held_limit      # bytes of filtered rows held (auto only)
+        self.held_bytes = 0
         self.samples = 0
         self.rows_seen = 0
         self.first_fresh_row = -1         # global row of the first all-fresh row
-        self.held_soc: list = []          # filtered SoC rows held for the smoother
+        self.held_soc: list = []          # filtered SoC rows held for auto's fallback
         self.held_rows: list = []         # the global rows they stand for
         self.fell_back = False
 
@@ -504,7 +514,10 @@ class _Estimation:
     def _sink(self, batch: dict) -> None:
         rows = batch.pop("/_row")
         if self.smoother is not None and "/cells/soc" in batch:
-            self.held_soc.append({k: batch.pop(k) for k in _SOC_KEYS})
+            soc = {k: batch.pop(k) for k in _SOC_KEYS}
+            if np.isfinite(self.smoother_limit):    # auto may fall back: they are the EKF's
+                self.held_soc.append(soc)
+                self.held_bytes += sum(v.nbytes for v in soc.values())
             self.held_rows.append(rows)
         self._out(batch)
 
@@ -541,7 +554,7 @@ class _Estimation:
                 self.samples += len(tel) * tel.n_cells
                 soc = self.smoother.push(tel.time, tel.current, tel.cell_voltage,
                                          tel.cell_temperature, rows=keep)
-                if self.samples > self.smoother_limit:
+                if self.samples > self.smoother_limit or self.held_bytes > self.held_limit:
                     self._fall_back()
             else:
                 soc = estimate_soc(tel, self.params, method=method, config=self.soc_config,
@@ -573,6 +586,7 @@ class _Estimation:
         if self.smoother is not None and self.smoother.rows_seen:
             t = _time.perf_counter()
             stored = np.concatenate(self.held_rows)
+            self.held_soc, self.held_rows = [], []    # freed before the smoothed rows come
             want = stored
             if self.first_fresh_row >= 0:
                 want = np.union1d(stored, [self.first_fresh_row])
@@ -588,7 +602,6 @@ class _Estimation:
             self._out(sets)
             self.last_soc = soc
             self.info = soc.info
-            self.held_soc, self.held_rows = [], []
             self.smoother = None
             spent = _time.perf_counter() - t
             self.timings["estimate"] = self.timings.get("estimate", 0.0) + spent
@@ -613,13 +626,15 @@ def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, met
                     whole_limit=None) -> Analysis:
     requested = method
     # "smoother" and "auto" stream through the smoother's forward pass (records only), "auto"
-    # falling back to the streaming EKF past whole_limit cell-samples; fit=True holds the
+    # falling back to the streaming EKF past whole_limit cell-samples or AUTO_HELD_BYTES of
+    # held filtered rows; fit=True holds the
     # whole drive's telemetry (identification needs it) and estimates once at the end
     stream = not fit and method in ("smoother", "auto")
     limit = float(whole_limit) if method == "auto" else np.inf
+    held_limit = AUTO_HELD_BYTES if method == "auto" else np.inf
     est = _Estimation(lay, params, soc_config, running, output_dt_s, timings,
                       writer.append if writer is not None else None,
-                      stream_smoother=stream, smoother_limit=limit)
+                      stream_smoother=stream, smoother_limit=limit, held_limit=held_limit)
     effective = "smoother" if stream else method
     held = []
     for signals in _decoded_chunks(log, cdb, wanted, chunk_frames, timings):

@@ -1125,6 +1125,7 @@ class SmootherStream:
         self._parts: list = []
         self._fixed = None
         self._pack_state0 = None
+        self._finished = False
         self.info: dict = {}
 
     @property
@@ -1140,6 +1141,8 @@ class SmootherStream:
         Returns the filtered :class:`SocResult` at ``rows`` (chunk-local; None: every row);
         rows of the chunk that :meth:`finish` may be asked for must be among them.
         """
+        if self._finished:
+            raise EstimationError("SmootherStream.push after finish: start a new stream")
         res = estimate_soc_arrays(time_s, current_a, cell_voltage_v, self.params,
                                   method="smoother", config=self.config, state=self.state,
                                   temperature_c=temperature_c, rows=rows, _hold=self)
@@ -1161,6 +1164,9 @@ class SmootherStream:
     def finish(self, rows=None) -> SocResult:
         """The backward pass: smoothed SoC at ``rows`` (indices over every row pushed, among
         the rows each push kept; None: every kept row). Once: it consumes what was held."""
+        if self._finished:
+            raise EstimationError("SmootherStream.finish: already finished (it consumes "
+                                  "what was held; start a new stream)")
         if not self._parts:
             raise EstimationError("SmootherStream.finish: nothing was pushed")
         t_b = _time.perf_counter()
@@ -1168,6 +1174,13 @@ class SmootherStream:
             return np.concatenate([p[key] for p in self._parts])
 
         t, i, rf, kept = cat("t"), cat("i"), cat("rf"), cat("kept")
+        if rows is None:    # checked before the records are merged (and freed)
+            want = kept
+        else:
+            want = np.asarray(rows, dtype=np.int64)
+            if want.ndim != 1 or np.any(np.diff(want) <= 0) or not np.all(np.isin(want, kept)):
+                raise EstimationError("SmootherStream.finish: rows must be increasing and "
+                                      "among the rows kept by push")
         n_s = self.params.n_cells
         # records cell by cell, chunk after chunk
         counts = np.stack([p["rec_n"] for p in self._parts])             # [chunks, S]
@@ -1184,13 +1197,6 @@ class SmootherStream:
                           int(r["row0"]), nxt, rec_row, rec_x, rec_p)
             for key in ("rec_row", "rec_x", "rec_p"):      # freed as they are merged
                 r[key] = None
-        if rows is None:
-            want = kept
-        else:
-            want = np.asarray(rows, dtype=np.int64)
-            if want.ndim != 1 or np.any(np.diff(want) <= 0) or not np.all(np.isin(want, kept)):
-                raise EstimationError("SmootherStream.finish: rows must be increasing and "
-                                      "among the rows kept by push")
         out_at = np.full(len(t), -1, np.int64)
         out_at[want] = np.arange(len(want))
         out_soc = np.empty((len(want), n_s))
@@ -1207,6 +1213,7 @@ class SmootherStream:
         info["smoother_backward_s"] = _time.perf_counter() - t_b
         info["flat_ocv_fraction"] = _flat_fraction(out_soc, self.params.chemistry)
         self._parts = []
+        self._finished = True
         cap_k = _kernel_array(self.params.capacity_ah)
         return SocResult(time_s=t[want], soc=out_soc, soc_std=out_std,
                          pack=pack_soc(out_soc, cap_k), state=self.state, method="smoother",

@@ -57,8 +57,8 @@ def soc_summary(a: Analysis) -> str:
     lines = []
     how = a.method
     if a.stats.get("requested_method") == "auto":
-        how += (" (auto: the whole drive fit in memory)" if a.method == "smoother"
-                else " (auto: log too long to hold, streamed)")
+        how += (" (auto: smoothed over the whole drive)" if a.method == "smoother"
+                else " (auto: log too long for the smoother, the streaming EKF went on)")
     lines.append(f"method     {how}; per-cell SoC with 1-sigma; "
                  f"{len(a.stats.get('rest_periods', []))} rest period(s) found")
     # start at the first sample where every cell has had a voltage (before, cells show the prior)
