@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
+from ._cpus import usable_cpus
 from ._version import __version__
 from .errors import PackBMSError, StorageError
 from .trends import TREND_COLUMNS, compute_trends
@@ -644,10 +645,7 @@ class _Progress:
 
 
 def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def _local_cluster(workers: int, numba_threads: int | None = None):

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cpus import usable_cpus
 from ._version import __version__
 from .errors import StorageError
 
@@ -207,14 +208,6 @@ def _direct_dtype(dtype: np.dtype) -> np.dtype | None:
     return None
 
 
-def _cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _zlib_level1(data) -> bytes:
     return zlib.compress(data, 1)
 
@@ -358,7 +351,7 @@ class ResultWriter:
                                    "(pip install deflate); engine='auto' falls back to zlib")
             self._compress = fast or _zlib_level1
             self.engine = "libdeflate" if fast is not None else "zlib"
-        self.threads = min(2, _cpus()) if threads is None else threads
+        self.threads = min(2, usable_cpus()) if threads is None else threads
         self.max_pending_bytes = int(max_pending_bytes)
         if not self.path.parent.exists():
             raise StorageError(f"{self.path}: folder {self.path.parent} does not exist")

@@ -70,7 +70,8 @@ import numpy as np
 from ..errors import LogFormatError
 from ..kernels import blf_scan as K
 from . import blf as _blf
-from .native_common import FrameSink, new_events
+from .native_common import MAX_DEFAULT_THREADS, MAX_THREADS  # noqa: F401 - documented here
+from .native_common import FrameSink, new_events, read_threads
 
 __all__ = ["inflater", "available_inflaters", "iter_blf_tables", "inflate_all"]
 
@@ -240,10 +241,6 @@ def _address(buffer) -> int:
 
 #: Files at least this big are read with worker threads (see :func:`_read_threads`).
 PREFETCH_MIN_BYTES = 1 << 20
-#: Most worker threads by default, whatever the core count.
-MAX_DEFAULT_THREADS = 4
-#: Most worker threads whatever ``$PACKBMS_READ_THREADS`` asks for.
-MAX_THREADS = 32
 #: Top-level objects handed to a worker at once (one synchronisation per batch, not per
 #: container: about 2 MiB inflated with 128 KiB containers).
 BATCH_OBJECTS = 16
@@ -257,16 +254,7 @@ def _read_threads(size) -> int:
     :data:`MAX_DEFAULT_THREADS` for files of at least :data:`PREFETCH_MIN_BYTES` on a multi-core
     machine (0 on one core and for smaller files; a ``.blf.gz``, whose size is not known ahead,
     counts as big)."""
-    env = os.environ.get("PACKBMS_READ_THREADS", "")
-    if env.isdigit():
-        return min(int(env), MAX_THREADS)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                          # not on Linux
-        cores = os.cpu_count() or 1
-    if cores < 2 or (size is not None and size < PREFETCH_MIN_BYTES):
-        return 0
-    return min(cores, MAX_DEFAULT_THREADS)
+    return read_threads(size, PREFETCH_MIN_BYTES)
 
 
 def inflate_all(path, name: str | None = None, threads: int = 0) -> int:

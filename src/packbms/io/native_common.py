@@ -9,9 +9,31 @@ derived from the file size, never by a count a file declares.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from .._cpus import usable_cpus
 from .frames import FrameTable
+
+#: Most reading threads by default, whatever the core count.
+MAX_DEFAULT_THREADS = 4
+#: Most reading threads whatever ``$PACKBMS_READ_THREADS`` asks for.
+MAX_THREADS = 32
+
+
+def read_threads(size, min_bytes: int) -> int:
+    """Threads a native reader uses: ``$PACKBMS_READ_THREADS`` if set (capped at
+    :data:`MAX_THREADS`), else one per usable core up to :data:`MAX_DEFAULT_THREADS` for files of
+    at least ``min_bytes`` (``size`` None, a compressed stream, counts as big) on a multi-core
+    machine, else 0."""
+    env = os.environ.get("PACKBMS_READ_THREADS", "")
+    if env.isdigit():
+        return min(int(env), MAX_THREADS)
+    cores = usable_cpus()
+    if cores < 2 or (size is not None and size < min_bytes):
+        return 0
+    return min(cores, MAX_DEFAULT_THREADS)
 
 #: Rows of the event tables the kernels fill (bad records, slow timestamps, ...).
 EVENT_ROWS = 256

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..errors import LogFormatError
 from ..kernels import text_scan as K
-from .native_common import EVENT_ROWS, FrameSink
+from .native_common import MAX_DEFAULT_THREADS, MAX_THREADS  # noqa: F401 - documented here
+from .native_common import EVENT_ROWS, FrameSink, read_threads
 
 __all__ = ["iter_text_tables", "BLOCK_BYTES", "MAX_LINE_BYTES", "PARALLEL_MIN_BYTES",
            "MAX_DEFAULT_THREADS"]
@@ -334,26 +335,13 @@ class _GzReader:
 #: Blocks at least this big are cut into slices parsed at once when threads are allowed (the
 #: kernels release the GIL); ``PACKBMS_READ_THREADS=0`` turns it off.
 PARALLEL_MIN_BYTES = 1 << 20
-#: At most this many parsing threads by default (``PACKBMS_READ_THREADS`` sets the count).
-MAX_DEFAULT_THREADS = 4
-#: ... and at most this many whatever ``PACKBMS_READ_THREADS`` says.
-MAX_THREADS = 32
 
 
 def _parse_threads(size) -> int:
     """Parsing threads, the caller's included (1: no threads): ``$PACKBMS_READ_THREADS`` if set
     (0 or 1 = none), else one per core up to :data:`MAX_DEFAULT_THREADS`, for files of at least
     :data:`PARALLEL_MIN_BYTES` (a ``.gz``, whose size is not known ahead, counts as big)."""
-    env = os.environ.get("PACKBMS_READ_THREADS", "")
-    if env.isdigit():
-        return min(max(int(env), 1), MAX_THREADS)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:                          # not on Linux
-        cores = os.cpu_count() or 1
-    if cores < 2 or (size is not None and size < PARALLEL_MIN_BYTES):
-        return 1
-    return min(cores, MAX_DEFAULT_THREADS)
+    return max(1, read_threads(size, PARALLEL_MIN_BYTES))
 
 
 class _Slice:
