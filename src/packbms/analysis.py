@@ -453,9 +453,7 @@ def analyze(log, dbc, layout, *, out=None, method: str = "auto", fit: bool = Fal
     try:
         return _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, method,
                                soc_config, output_dt_s, chunk_frames, timings, dbc, fit=fit,
-                               whole_limit=(AUTO_WHOLE_DRIVE_CELL_SAMPLES
-                                            if whole_drive_cell_samples is None
-                                            else whole_drive_cell_samples))
+                               whole_limit=whole_drive_cell_samples)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -496,6 +494,8 @@ class _Estimation:
         self.smoother_limit = smoother_limit
         self.held_limit = held_limit      # bytes of filtered rows held (auto only)
         self.held_bytes = 0
+        # auto may fall back to the EKF: its filtered rows are held until the smoother ends
+        self.may_fall_back = bool(np.isfinite(smoother_limit) or np.isfinite(held_limit))
         self.samples = 0
         self.rows_seen = 0
         self.first_fresh_row = -1         # global row of the first all-fresh row
@@ -515,7 +515,7 @@ class _Estimation:
         rows = batch.pop("/_row")
         if self.smoother is not None and "/cells/soc" in batch:
             soc = {k: batch.pop(k) for k in _SOC_KEYS}
-            if np.isfinite(self.smoother_limit):    # auto may fall back: they are the EKF's
+            if self.may_fall_back:
                 self.held_soc.append(soc)
                 self.held_bytes += sum(v.nbytes for v in soc.values())
             self.held_rows.append(rows)
@@ -626,10 +626,13 @@ def _analyze_stream(log, cdb, lay, wanted, aligner, params, running, writer, met
                     whole_limit=None) -> Analysis:
     requested = method
     # "smoother" and "auto" stream through the smoother's forward pass (records only), "auto"
-    # falling back to the streaming EKF past whole_limit cell-samples or AUTO_HELD_BYTES of
-    # held filtered rows; fit=True holds the
-    # whole drive's telemetry (identification needs it) and estimates once at the end
+    # falling back to the streaming EKF past whole_limit cell-samples (default: the module's
+    # AUTO_WHOLE_DRIVE_CELL_SAMPLES, read now) or AUTO_HELD_BYTES of held filtered rows;
+    # fit=True holds the whole drive's telemetry (identification needs it) and estimates once
+    # at the end
     stream = not fit and method in ("smoother", "auto")
+    if whole_limit is None:
+        whole_limit = AUTO_WHOLE_DRIVE_CELL_SAMPLES
     limit = float(whole_limit) if method == "auto" else np.inf
     held_limit = AUTO_HELD_BYTES if method == "auto" else np.inf
     est = _Estimation(lay, params, soc_config, running, output_dt_s, timings,
