@@ -250,6 +250,18 @@ def test_worker_timing_does_not_matter(straddling, monkeypatch):
 
 
 # -- damaged files ------------------------------------------------------------------------------
+def _replace_container(raw: bytes, pos: int, size: int, body: bytes) -> bytearray:
+    """``raw`` with the container object at ``pos`` (``size`` bytes) holding ``body`` deflated
+    instead, and the file header's size updated."""
+    packed = zlib.compress(body)
+    new = 32 + len(packed)
+    head = struct.pack("<4sHHLL", b"LOBJ", 16, 1, new, 10) + struct.pack("<H6xL4x", 2,
+                                                                           len(body))
+    out = bytearray(raw[:pos]) + head + packed + bytes(new % 4) + raw[pos + size + size % 4:]
+    struct.pack_into("<Q", out, 8, len(out))
+    return out
+
+
 def _damage(raw: bytes, kind: str, which: int) -> bytes:
     objs = _objects_of(raw)
     pos, size = objs[which % len(objs)]
@@ -262,27 +274,14 @@ def _damage(raw: bytes, kind: str, which: int) -> bytes:
         at = body.find(b"LOBJ", 30)
         if at < 0:
             at = 0
-        body = body[:at] + b"JUNK" + body[at + 4:]
-        packed = zlib.compress(body)
-        new = 32 + len(packed)
-        head = struct.pack("<4sHHLL", b"LOBJ", 16, 1, new, 10) + struct.pack("<H6xL4x", 2,
-                                                                               len(body))
-        out = bytearray(raw[:pos]) + head + packed + bytes(new % 4) \
-            + raw[pos + size + size % 4:]
-        struct.pack_into("<Q", out, 8, len(out))
+        out = _replace_container(raw, pos, size, body[:at] + b"JUNK" + body[at + 4:])
     elif kind == "dlc":                        # a DLC over 64: a bad record
         body = bytearray(zlib.decompress(raw[pos + 32:pos + size]))
         at = body.find(b"LOBJ", 30)
         if at >= 0 and at + 48 <= len(body) and struct.unpack_from("<L", body, at + 12)[0] in (1,
                                                                                                86):
             body[at + 35] = 200
-        packed = zlib.compress(bytes(body))
-        new = 32 + len(packed)
-        head = struct.pack("<4sHHLL", b"LOBJ", 16, 1, new, 10) + struct.pack("<H6xL4x", 2,
-                                                                               len(body))
-        out = bytearray(raw[:pos]) + head + packed + bytes(new % 4) \
-            + raw[pos + size + size % 4:]
-        struct.pack_into("<Q", out, 8, len(out))
+        out = _replace_container(raw, pos, size, bytes(body))
     elif kind == "cut":                        # the file ends inside an object
         out = out[:pos + size // 2]
     elif kind == "signature":                  # framing: no LOBJ where an object starts
